@@ -1,0 +1,5 @@
+import sys
+
+from llmgan.cli import main
+
+sys.exit(main())

