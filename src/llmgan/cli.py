@@ -24,7 +24,7 @@ from llmgan.errors import EXIT_USER_ERROR, LlmganError
 # command name -> (module, one-line summary); modules are imported lazily so `--help` is fast.
 COMMANDS = {
     "prepare": ("llmgan.data", "build instruction datasets (grouped splits) from parquet/CSV/JSONL"),
-    "generate": ("llmgan.generate", "generate responses for a prepared split with a model"),
+    "generate": ("llmgan.generator", "generate responses for a prepared split with a model"),
     "train": ("llmgan.train", "adversarial training against a discriminator (policy gradient + KL)"),
     "sft": ("llmgan.sft", "supervised fine-tuning baseline on the real responses"),
     "evaluate": ("llmgan.evaluate", "measure how detectable generated responses are (offline)"),

@@ -101,7 +101,7 @@ def resolve_model_path(name: Optional[str]) -> str:
         return str(ensure_default_model())
     p = Path(name).expanduser()
     if p.exists():
-        if not p.is_dir() or not (p / "config.json").is_file():
+        if not p.is_dir() or not ((p / "config.json").is_file() or (p / "adapter_config.json").is_file()):
             raise LlmganError(f"model path {p} is not a model folder (no config.json); give a folder written by "
                               "save_pretrained or a Hugging Face model id")
         return str(p)
@@ -120,11 +120,25 @@ def resolve_dtype(dtype: str) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def adapter_base(path: str) -> Optional[str]:
+    """For a peft adapter folder, the base model it was trained on (None for a full model)."""
+    cfg = Path(path) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    except json.JSONDecodeError:
+        raise LlmganError(f"{cfg} is not valid JSON") from None
+    return base or None
+
+
 def load_tokenizer(name: Optional[str], trust_remote_code: bool = False, padding_side: str = "left"):
     """Tokenizer with a pad token and left padding (for batched generation)."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name)
+    if adapter_base(path) and not (Path(path) / "tokenizer_config.json").is_file():
+        path = resolve_model_path(adapter_base(path))
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -139,10 +153,18 @@ def load_tokenizer(name: Optional[str], trust_remote_code: bool = False, padding
 
 
 def load_model(name: Optional[str], dtype: str = "auto", trust_remote_code: bool = False):
-    """Causal LM from safetensors weights, in eval mode."""
+    """Causal LM from safetensors weights, in eval mode. A LoRA adapter folder is merged into its base."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name)
+    base = adapter_base(path)
+    if base is not None:
+        from peft import PeftModel
+
+        model = load_model(base, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        model.eval()
+        return model
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True)
