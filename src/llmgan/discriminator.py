@@ -1,0 +1,374 @@
+"""The discriminator D and the model that feeds it.
+
+`HiddenStateEncoder` turns (prompt, response) texts into the hidden states of a causal LM at one
+layer, keeping the response positions only. `Discriminator` is a small transformer encoder with a
+classifier head over those states: one logit per response, real = positive. `bce_loss` and
+`bradley_terry_loss` are its two training objectives.
+
+Shapes used throughout: B responses, T response tokens (right-padded), H the encoder model's hidden
+size, W the discriminator width. A response mask is a bool tensor [B, T], True on real tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmgan.errors import LlmganError
+
+Prompt = Union[str, list]  # a plain string, or conversational: a list of {role, content} dicts
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+
+
+def bce_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Class-balanced binary cross-entropy with real = 1, fake = 0.
+
+    real_logits: [N], fake_logits: [M] -> scalar. Targets are 1 - s for reals and s for fakes
+    (s = label_smoothing). The real and fake terms are averaged separately and then together, so the
+    usual G fakes per real do not tilt D towards calling everything fake. Either side may be empty.
+    Uses BCE-with-logits (softplus form), which is stable for any logit.
+    """
+    terms = []
+    if real_logits.numel():
+        target = torch.full_like(real_logits, 1.0 - label_smoothing)
+        terms.append(F.binary_cross_entropy_with_logits(real_logits, target))
+    if fake_logits.numel():
+        target = torch.full_like(fake_logits, label_smoothing)
+        terms.append(F.binary_cross_entropy_with_logits(fake_logits, target))
+    if not terms:
+        raise ValueError("bce_loss needs at least one real or fake logit")
+    return torch.stack(terms).mean()
+
+
+def bradley_terry_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Pairwise Bradley-Terry loss of GAD (arXiv 2511.10643): mean over pairs of -log sigmoid(D(real) - D(fake)).
+
+    real_logits: [N], fake_logits: [N] (pair i = real_logits[i] vs fake_logits[i]) -> scalar.
+    Computed as -logsigmoid(diff), never log(sigmoid(.)), so large margins neither underflow nor give NaN.
+    """
+    if real_logits.shape != fake_logits.shape:
+        raise ValueError(f"bradley_terry_loss needs paired logits, got {tuple(real_logits.shape)} "
+                         f"and {tuple(fake_logits.shape)}")
+    if not real_logits.numel():
+        raise ValueError("bradley_terry_loss needs at least one pair")
+    return -F.logsigmoid(real_logits - fake_logits).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# The discriminator
+
+
+class Discriminator(nn.Module):
+    """Transformer encoder + optional LSTM + pooling over response tokens + linear classifier.
+
+    forward(hidden [B, T, H], mask [B, T] bool) -> logits [B] (real = positive).
+
+    Rows whose mask is all False (an empty response) get a learned "empty" vector instead of a
+    pooled one, and their attention mask is opened on position 0 so no attention row is fully masked
+    (a fully masked softmax is NaN, in both PyTorch's slow path and its fused eval fast path).
+    """
+
+    def __init__(self, input_size: int, width: int = 256, layers: int = 2, heads: int = 4, dropout: float = 0.1,
+                 pooling: str = "mean", lstm: bool = False):
+        super().__init__()
+        if pooling not in ("mean", "last", "attention"):
+            raise LlmganError(f"discriminator.pooling must be mean, last or attention (got {pooling!r})")
+        if width % heads:
+            raise LlmganError(f"discriminator.width ({width}) must be divisible by discriminator.heads ({heads})")
+        self.pooling = pooling
+        # LM hidden states carry a few huge "massive activation" channels; a LayerNorm before the
+        # projection puts every layer's and every model's states on one scale, so one lr fits all.
+        self.input_norm = nn.LayerNorm(input_size)
+        self.input_proj = nn.Linear(input_size, width)
+        self.input_dropout = nn.Dropout(dropout)
+        # No positional embedding: the inputs come out of a causal LM (rotary positions, causal
+        # attention), so every state already knows where it is; a learned table would add a hard
+        # maximum length and parameters that only ever see the few positions short posts reach.
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=4 * width, dropout=dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        # enable_nested_tensor=False: the nested-tensor path drops padded positions and is the one
+        # that turns a fully padded row into NaN; we keep dense tensors and explicit masks.
+        self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+        # Unidirectional LSTM over right-padded sequences: outputs at real positions never see the
+        # padding after them, so no packing is needed.
+        self.lstm = nn.LSTM(width, width, batch_first=True) if lstm else None
+        self.attn_score = nn.Linear(width, 1) if pooling == "attention" else None
+        self.empty = nn.Parameter(torch.zeros(width))
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """hidden [B, T, H] float, mask [B, T] bool (True = response token) -> logits [B]."""
+        mask = mask.bool()
+        if mask.shape[1] == 0:  # a batch of empty responses: give attention one (masked-out) position
+            hidden = hidden.new_zeros(hidden.shape[0], 1, hidden.shape[2])
+            mask = mask.new_zeros(mask.shape[0], 1)
+        has_tokens = mask.any(dim=1)  # [B]
+        # Open position 0 for empty rows so attention always has a key; their output is replaced below.
+        attend = mask.clone()
+        attend[:, 0] |= ~has_tokens
+        x = self.input_dropout(self.input_proj(self.input_norm(hidden.to(self.input_proj.weight.dtype))))
+        x = self.encoder(x, src_key_padding_mask=~attend)  # [B, T, W]
+        if self.lstm is not None:
+            x, _ = self.lstm(x)
+        pooled = self._pool(x, mask, attend)  # [B, W], finite for every row
+        pooled = torch.where(has_tokens[:, None], pooled, self.empty.to(pooled.dtype).expand_as(pooled))
+        return self.head(pooled).squeeze(-1)
+
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        """x [B, T, W] -> [B, W] over the tokens in `mask`; every branch stays finite on empty rows."""
+        if self.pooling == "mean":
+            weights = mask.to(x.dtype)
+            return (x * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1.0)
+        if self.pooling == "last":
+            positions = torch.arange(mask.shape[1], device=mask.device)
+            last = torch.where(mask, positions, -1).max(dim=1).values.clamp(min=0)  # [B]
+            return x[torch.arange(x.shape[0], device=x.device), last]
+        scores = self.attn_score(x).squeeze(-1).masked_fill(~attend, float("-inf"))  # [B, T]
+        return (scores.softmax(dim=1)[..., None] * x).sum(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hidden-state encoder
+
+
+class _StopForward(Exception):
+    """Raised from a forward hook once the requested layer has run (skips the layers above it)."""
+
+
+def unwrap_model(model: Any) -> Any:
+    """Strip DDP/DataParallel-style `.module` wrappers."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is a dependency, but the encoder itself does not need it
+        return False
+    return isinstance(unwrap_model(model), PeftModel)
+
+
+def as_text(item: Any) -> str:
+    """A completion/response as text: plain strings, or conversational [{role, content}, ...] (contents joined)."""
+    if item is None:
+        return ""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        return str(item.get("content") or "")
+    if isinstance(item, (list, tuple)):
+        return "".join(as_text(m) for m in item)
+    raise TypeError(f"expected a string or a list of messages, got {type(item).__name__}")
+
+
+class HiddenStateEncoder:
+    """Hidden states of a causal LM at one layer for a batch of responses, response positions only.
+
+    `encode(prompts, responses) -> (hidden [B, T, H] float32, mask [B, T] bool)` where T is the
+    longest (truncated) response in tokens, rows are right-padded with zeros, and mask is True on
+    response tokens. An empty response gives an all-False row (and T is at least 1).
+
+    - condition_on_prompt: the LM reads the chat-formatted prompt followed by the response, and only
+      the response positions are returned (they have seen the prompt through causal attention).
+      Prompts may be conversational (list of {role, content}; the chat template with the assistant
+      header is applied) or strings (used as given, e.g. already formatted).
+    - otherwise the LM reads one anchor token (BOS, else EOS, else PAD) followed by the response; the
+      anchor is not returned. It gives empty responses a valid input and every response the same start.
+
+    Prompt and response are tokenized separately and concatenated, which is how the generator sees
+    them at sampling time. Real and synthetic responses both go through this same text path (TRL's
+    completion_ids are not used), so D cannot tell them apart by tokenization artefacts.
+
+    `layer` indexes Hugging Face's `hidden_states`: 0 = embeddings, i = output of block i, -1 = the
+    last block after the final norm. For 0 < layer < num_layers, a forward hook stops the model right
+    after block `layer` (the blocks above it are not run) when `early_exit` is on.
+
+    With `disable_adapters` (the 'reference' encoder) a peft model runs under `disable_adapter()`,
+    i.e. as the frozen base model. The model is put in eval mode for the call and then restored to
+    its previous mode (TRL keeps the policy in train mode). No gradients are taken.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, layer: int = -1, condition_on_prompt: bool = False,
+                 max_response_tokens: int = 96, max_prompt_tokens: int = 256, disable_adapters: bool = False,
+                 batch_size: int = 16, early_exit: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.condition_on_prompt = condition_on_prompt
+        self.max_response_tokens = max_response_tokens
+        self.max_prompt_tokens = max_prompt_tokens
+        self.disable_adapters = disable_adapters
+        self.batch_size = batch_size
+        self.early_exit = early_exit
+        if disable_adapters and not is_peft_model(model):
+            raise LlmganError("disable_adapters needs a peft model; pass the frozen reference model itself instead")
+        config = self._base().config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self.num_layers = int(config.num_hidden_layers)
+        self.hidden_size = int(config.hidden_size)
+        if not -(self.num_layers + 1) <= layer <= self.num_layers:
+            raise LlmganError(f"discriminator.hidden_layer={layer} is out of range for a model with {self.num_layers} "
+                              f"layers (valid: {-(self.num_layers + 1)}..{self.num_layers}, -1 = last)")
+        self.layer = layer % (self.num_layers + 1)  # resolved to 0..num_layers
+        anchor = next((t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+                       if t is not None), None)
+        if anchor is None:
+            raise LlmganError("the encoder's tokenizer has no BOS, EOS or PAD token to start a response with")
+        self.anchor_id = int(anchor)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else anchor)
+
+    @classmethod
+    def from_settings(cls, settings: Any, policy: Any, tokenizer: Any, reference_model: Any = None,
+                      dtype: str = "auto", max_prompt_tokens: int = 256,
+                      trust_remote_code: bool = False) -> "HiddenStateEncoder":
+        """Build the encoder named by `settings.encoder` (a DiscriminatorSettings).
+
+        - 'reference': the peft policy with adapters disabled; for a full fine-tune, `reference_model`
+          (e.g. TRL's ref_model) or else a frozen deep copy of the policy taken now (the start model).
+        - 'policy': the live policy (its features move as it trains; the replay buffer keeps texts
+          for that reason).
+        - anything else: a model path/id, loaded once with its own tokenizer, frozen, and placed on
+          the policy's device.
+        """
+        kwargs = dict(layer=settings.hidden_layer, condition_on_prompt=settings.condition_on_prompt,
+                      max_response_tokens=settings.max_response_tokens, max_prompt_tokens=max_prompt_tokens)
+        if settings.encoder == "policy":
+            return cls(policy, tokenizer, **kwargs)
+        if settings.encoder == "reference":
+            if is_peft_model(policy):
+                return cls(policy, tokenizer, disable_adapters=True, **kwargs)
+            if reference_model is None:
+                reference_model = copy.deepcopy(unwrap_model(policy))
+            reference_model.eval().requires_grad_(False)
+            return cls(reference_model, tokenizer, **kwargs)
+        from llmgan.models import load_model, load_tokenizer
+
+        other = load_model(settings.encoder, dtype=dtype, trust_remote_code=trust_remote_code)
+        other.requires_grad_(False)
+        try:
+            device = next(unwrap_model(policy).parameters()).device
+            other.to(device)
+        except StopIteration:
+            pass
+        return cls(other, load_tokenizer(settings.encoder, trust_remote_code=trust_remote_code), **kwargs)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _base(self) -> Any:
+        """The transformers model under any DDP/peft wrappers (LoRA layers stay injected in it)."""
+        model = unwrap_model(self.model)
+        return model.get_base_model() if is_peft_model(model) else model
+
+    def _decoder(self) -> nn.Module:
+        """The decoder stack without the LM head (we never need logits)."""
+        base = self._base()
+        if hasattr(base, "get_decoder"):
+            decoder = base.get_decoder()
+            if decoder is not None:
+                return decoder
+        return getattr(base, "model", base)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self._base().parameters()).device
+
+    def _adapters_context(self):
+        return unwrap_model(self.model).disable_adapter() if self.disable_adapters else contextlib.nullcontext()
+
+    def _token_ids(self, texts: list[str], max_tokens: int, keep: str) -> list[list[int]]:
+        if not texts:
+            return []
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if max_tokens <= 0:
+            return [[] for _ in ids]
+        return [x[:max_tokens] if keep == "first" else x[-max_tokens:] for x in ids]
+
+    def _prefixes(self, prompts: Optional[Sequence[Prompt]], n: int) -> list[list[int]]:
+        """Token ids that precede each response: the formatted prompt, or the anchor token."""
+        if not self.condition_on_prompt:
+            return [[self.anchor_id] for _ in range(n)]
+        if prompts is None or len(prompts) != n:
+            raise ValueError(f"condition_on_prompt needs one prompt per response (got {0 if prompts is None else len(prompts)} for {n})")
+        texts = [p if isinstance(p, str) else
+                 self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        ids = self._token_ids(texts, self.max_prompt_tokens, keep="last")
+        return [x if x else [self.anchor_id] for x in ids]
+
+    def _layer_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[b, L] ids -> [b, L, H] hidden states at `self.layer`."""
+        decoder = self._decoder()
+        blocks = getattr(decoder, "layers", None)
+        if (self.early_exit and 0 < self.layer < self.num_layers and isinstance(blocks, nn.ModuleList)
+                and len(blocks) >= self.num_layers):
+            captured: list[torch.Tensor] = []
+
+            def stop(_module, _args, output):
+                captured.append(output[0] if isinstance(output, (tuple, list)) else output)
+                raise _StopForward
+
+            handle = blocks[self.layer - 1].register_forward_hook(stop)
+            try:
+                decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            except _StopForward:
+                pass
+            finally:
+                handle.remove()
+            if captured:
+                return captured[0]
+        if self.layer == self.num_layers:
+            return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True)
+        return out.hidden_states[self.layer]
+
+    # -- the call --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, prompts: Optional[Sequence[Prompt]], responses: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """prompts: B prompts (or None without condition_on_prompt), responses: B texts
+        -> hidden [B, T, H] float32 on the model's device, mask [B, T] bool."""
+        texts = [as_text(r) for r in responses]
+        n = len(texts)
+        device = self.device
+        resp_ids = self._token_ids(texts, self.max_response_tokens, keep="first")
+        prefixes = self._prefixes(prompts, n)
+        lengths = [len(r) for r in resp_ids]
+        t_max = max([1, *lengths])
+        hidden = torch.zeros(n, t_max, self.hidden_size, dtype=torch.float32, device=device)
+        mask = torch.zeros(n, t_max, dtype=torch.bool, device=device)
+        if n == 0:
+            return hidden, mask
+        # Sort by total length so each micro-batch carries little padding.
+        order = sorted(range(n), key=lambda i: len(prefixes[i]) + lengths[i])
+        model = unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        try:
+            with self._adapters_context():
+                for start in range(0, n, self.batch_size):
+                    rows = order[start:start + self.batch_size]
+                    seqs = [prefixes[i] + resp_ids[i] for i in rows]
+                    width = max(len(s) for s in seqs)
+                    # Right padding built by hand (the shared tokenizer is set to left padding for generation).
+                    ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+                    attn = torch.zeros(len(rows), width, dtype=torch.long)
+                    for j, s in enumerate(seqs):
+                        ids[j, :len(s)] = torch.tensor(s, dtype=torch.long)
+                        attn[j, :len(s)] = 1
+                    states = self._layer_states(ids.to(device), attn.to(device))  # [b, width, H]
+                    for j, i in enumerate(rows):
+                        p, r = len(prefixes[i]), lengths[i]
+                        if r:
+                            hidden[i, :r] = states[j, p:p + r].float()
+                            mask[i, :r] = True
+        finally:
+            model.train(was_training)
+        return hidden, mask
