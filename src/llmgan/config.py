@@ -235,7 +235,12 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value if value is not None else {}, f"{path}.")
             continue
-        if typing.get_origin(tp) is not Literal and _type_ok(value, float) and tp is float:
+        if isinstance(value, str) and _type_ok(1.0, tp) and not _type_ok(value, tp):
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
+        if tp is float and _type_ok(value, float):
             value = float(value)
         if not _type_ok(value, tp):
             raise LlmganError(f"config key '{path}' must be {_describe(tp)}, got {value!r}")
