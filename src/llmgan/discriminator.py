@@ -331,10 +331,17 @@ class HiddenStateEncoder:
 
     # -- the call --------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def encode(self, prompts: Optional[Sequence[Prompt]], responses: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, prompts: Optional[Sequence[Prompt]], responses: Sequence[Any],
+               requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """prompts: B prompts (or None without condition_on_prompt), responses: B texts
-        -> hidden [B, T, H] float32 on the model's device, mask [B, T] bool."""
+        -> hidden [B, T, H] float32 on the model's device, mask [B, T] bool.
+
+        requires_grad=True keeps the graph into the encoder model (used only by the `embedding`
+        baseline objective, where the generator encodes its own responses with gradient)."""
+        with torch.set_grad_enabled(requires_grad):
+            return self._encode(prompts, responses)
+
+    def _encode(self, prompts: Optional[Sequence[Prompt]], responses: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         texts = [as_text(r) for r in responses]
         n = len(texts)
         device = self.device
