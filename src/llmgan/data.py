@@ -378,12 +378,14 @@ def prepare(opts: PrepareOptions, console=None) -> dict:
 
     # 4. build and write the DatasetDict atomically
     def rows(idx):
+        # sources may have different extra columns: take their union, "" where a row's file lacks one
+        src = [_source_record(records[i]) for i in idx]
         return {
             "prompt": [[{"role": "system", "content": task.system_prompt}, {"role": "user", "content": prompts[i]}]
                        if task.system_prompt else [{"role": "user", "content": prompts[i]}] for i in idx],
             "response": [responses[i] for i in idx],
             "prompt_text": [prompts[i] for i in idx],
-            **{k: [_source_record(records[i])[k] for i in idx] for k in (_source_record(records[idx[0]]) if idx else {})},
+            **{k: [r.get(k, "") for r in src] for k in dict.fromkeys(k for r in src for k in r)},
         }
 
     # empty splits are left out of the folder (datasets cannot reload an empty split); the card lists them

@@ -148,14 +148,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.temperature <= 0 or not 0 < args.top_p <= 1 or args.max_new_tokens < 1 or args.batch_size < 1:
         raise LlmganError("need --temperature > 0, 0 < --top-p <= 1, --max-new-tokens >= 1 and --batch-size >= 1")
+    if args.offset < 0 or (args.limit is not None and args.limit < 1):
+        raise LlmganError(f"need --offset >= 0 and --limit >= 1 (got --offset {args.offset}, --limit {args.limit})")
     if Path(args.output).suffix.lower() not in (".jsonl", ".csv"):
         raise LlmganError(f"output {args.output} must end in .jsonl or .csv")
     ds = load_prepared(args.dataset)
     if args.split not in ds:
         raise LlmganError(f"split '{args.split}' not in {args.dataset}; splits: {', '.join(ds)}")
     split = ds[args.split]
+    start = min(args.offset, len(split))
     end = len(split) if args.limit is None else min(len(split), args.offset + args.limit)
-    split = split.select(range(min(args.offset, len(split)), end))
+    split = split.select(range(start, end)) if end > start else split.select([])  # empty range(n, n) trips datasets
     if len(split) == 0:
         raise LlmganError(f"split '{args.split}' of {args.dataset} has no rows to generate for")
     prompts = [list(m) for m in split["prompt"]]
