@@ -1,0 +1,234 @@
+"""Markdown and self-contained HTML reports for `llmgan evaluate` (tables and matplotlib plots).
+
+The HTML has its CSS and its PNG plots inline (base64) and references nothing outside itself, so it
+opens offline in any browser; the Markdown links the PNG files written next to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any, Mapping
+
+# Only evaluate's constants are imported at module level; it imports nothing heavy at import time.
+from llmgan.evaluate import METRICS, EvalResult, _fmt
+
+PLOT_TITLES = {
+    "roc": "Detector ROC curve (out-of-fold)",
+    "projection": "MiniLM embeddings, 2-D PCA projection",
+    "lengths": "Words per response",
+    "sentiment": "VADER compound sentiment",
+}
+_GEN, _REAL = "#d6604d", "#4393c3"
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def make_plots(result: EvalResult) -> dict[str, bytes]:
+    """PNG bytes of the ROC curve, the 2-D projection and the length and sentiment histograms."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    d, name = result.plots, result.name
+    out = {}
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fpr, tpr = d["roc"]
+    ax.plot(fpr, tpr, color=_GEN, label=f"{name} vs real (AUROC {d['auroc']:.3f})")
+    hf, ht = d["human_roc"]
+    ax.plot(hf, ht, color=_REAL, label=f"real vs real, human floor ({d['human_auroc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    out["roc"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    pr, pg = d["pca_real"], d["pca_generated"]
+    ax.scatter(pr[:, 0], pr[:, 1], s=9, alpha=0.55, color=_REAL, label="real", linewidths=0)
+    ax.scatter(pg[:, 0], pg[:, 1], s=9, alpha=0.55, color=_GEN, label=name, linewidths=0)
+    ax.set(xlabel="PC 1", ylabel="PC 2")
+    ax.legend(fontsize=8, markerscale=2)
+    out["projection"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    wr, wg = d["words_real"], d["words_generated"]
+    top = max(float(np.max(wr, initial=0)), float(np.max(wg, initial=0)), 1.0)
+    bins = np.linspace(0, top + 1, min(40, int(top) + 2))
+    ax.hist(wr, bins=bins, alpha=0.55, color=_REAL, label=f"real (mean {np.mean(wr):.1f})")
+    ax.hist(wg, bins=bins, alpha=0.55, color=_GEN, label=f"{name} (mean {np.mean(wg):.1f})")
+    ax.set(xlabel="words", ylabel="responses")
+    ax.legend(fontsize=8)
+    out["lengths"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    bins = np.linspace(-1, 1, 21)
+    ax.hist(d["compound_real"], bins=bins, alpha=0.55, color=_REAL, label="real")
+    ax.hist(d["compound_generated"], bins=bins, alpha=0.55, color=_GEN, label=name)
+    ax.axvspan(-0.05, 0.05, color="grey", alpha=0.15, lw=0)
+    ax.set(xlabel="VADER compound (shaded: neutral)", ylabel="responses")
+    ax.legend(fontsize=8)
+    out["sentiment"] = _png(fig)
+    return out
+
+
+# --------------------------------------------------------------------------------------- tables
+
+def metric_rows(result: EvalResult) -> list[tuple[str, str, str, str, str]]:
+    """(label, system value, system at the floor's sample size, human floor, best) per metric, formatted."""
+    m = result.metrics
+    same = m.get("same_size_as_floor") or {}
+    rows = [(METRICS[k][0], _fmt(m.get(k), k), _fmt(same[k], k) if k in same else "",
+             _fmt(m.get(f"human_{k}"), k), METRICS[k][1]) for k in METRICS]
+    rows.insert(list(METRICS).index("relevance_cosine") + 1, (
+        "cos(generated, real), mismatched prompts (chance)", _fmt(m.get("relevance_cosine_mismatched")), "", "",
+        "below the line above"))
+    fmt = lambda dd: " / ".join(f"{100 * (dd or {}).get(c, 0):.0f}%" for c in ("negative", "neutral", "positive"))
+    rows.append(("Sentiment negative / neutral / positive", fmt(m.get("sentiment_distribution")), "",
+                 fmt(m.get("human_sentiment_distribution")), "= human"))
+    return rows
+
+
+def _metric_header(result: EvalResult) -> list[str]:
+    half = result.metrics.get("human_floor_half_size")
+    return ["metric", result.name, f"{result.name}, {half} vs {half}", "human floor", "best"]
+
+
+def _md_cell(s: Any) -> str:
+    return str(s).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ⏎ ")
+
+
+def _md_table(header: list[str], rows: list[list[Any]], right: set[int] = frozenset()) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+             "| " + " | ".join("---:" if i in right else "---" for i in range(len(header))) + " |"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _clip(s: str, n: int = 280) -> str:
+    return s if len(s) <= n else s[:n - 1] + "…"
+
+
+def _intro(result: EvalResult) -> str:
+    m = result.metrics
+    h = m["human_floor_half_size"]
+    return (f"{m['n_pairs']} prompt/real/generated triples from `{m.get('input', result.name)}`. "
+            f"Human floor: the same metric between two disjoint random halves A and B of the real responses "
+            f"({h} each); set-level values (mean words, distinct-n, self-BLEU, offensive rate) on all real "
+            f"responses. The column \"{h} vs {h}\" compares the generated responses to half B's prompts with "
+            f"real half A, the floor's own reference and sample size (Frechet, Wasserstein, JSD and MAUVE "
+            f"depend on sample size). Detectors: {m['settings']['folds']}-fold cross-validated logistic "
+            f"regression, never the training discriminator.")
+
+
+def render_markdown(result: EvalResult, plot_paths: Mapping[str, str], *, worst: int = 20) -> str:
+    m = result.metrics
+    parts = [f"# llmgan evaluate: {result.name}", "", _intro(result), "", "## Metrics", "",
+             _md_table(_metric_header(result), [list(r) for r in metric_rows(result)], right={1, 2, 3}), ""]
+    parts += ["## Plots", ""]
+    for key, title in PLOT_TITLES.items():
+        if key in plot_paths:
+            parts += [f"![{title}]({plot_paths[key]})", ""]
+    parts += [f"## Most detectable responses (top {min(worst, len(result.samples))} of {len(result.samples)})", "",
+              "Detector score: out-of-fold probability that the response is generated. All rows: `samples.csv`.", ""]
+    s = result.samples.head(worst)
+    parts += [_md_table(["score", "prompt", "real", "generated"],
+                        [[f"{r.detector_score:.3f}", _clip(r.prompt, 160), _clip(r.real), _clip(r.generated)]
+                         for r in s.itertuples()], right={0}), ""]
+    parts += ["## Method", ""]
+    for k, v in m["settings"].items():
+        parts.append(f"- **{k}**: {v}")
+    parts.append("")
+    return "\n".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #ddd;padding:.3em .6em;vertical-align:top;text-align:left}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.txt{white-space:pre-wrap;max-width:30em;word-break:break-word}
+.plots{display:flex;flex-wrap:wrap;gap:1em}.plots figure{margin:0}
+figcaption{font-size:.85em;color:#555;text-align:center}
+.note{color:#555;font-size:.92em}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _html_table(header: list[str], rows: list[list[Any]], classes: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f'<td class="{c}">{html.escape(str(v))}</td>' for v, c in zip(r, classes))
+                   + "</tr>\n" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>"
+
+
+def render_html(result: EvalResult, pngs: Mapping[str, bytes], *, worst: int = 20) -> str:
+    m = result.metrics
+    body = [f"<h1>llmgan evaluate: {html.escape(result.name)}</h1>",
+            f'<p class="note">{html.escape(_intro(result))}</p>', "<h2>Metrics</h2>",
+            _html_table(_metric_header(result), [list(r) for r in metric_rows(result)],
+                        ["", "num", "num", "num", ""]),
+            "<h2>Plots</h2>", '<div class="plots">']
+    for key, title in PLOT_TITLES.items():
+        if key in pngs:
+            b64 = base64.b64encode(pngs[key]).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{b64}">'
+                        f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    body.append("</div>")
+    s = result.samples.head(worst)
+    body += [f"<h2>Most detectable responses (top {min(worst, len(result.samples))} of {len(result.samples)})</h2>",
+             '<p class="note">Detector score: out-of-fold probability that the response is generated. '
+             "All rows: samples.csv.</p>",
+             _html_table(["score", "prompt", "real", "generated"],
+                         [[f"{r.detector_score:.3f}", r.prompt, r.real, r.generated] for r in s.itertuples()],
+                         ["num", "txt", "txt", "txt"]),
+             "<h2>Method</h2><ul>"]
+    body += [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in m["settings"].items()]
+    body.append("</ul>")
+    return _page(f"llmgan evaluate: {result.name}", "\n".join(body))
+
+
+def _compare_rows(table) -> tuple[list[str], list[list[str]]]:
+    cols = [c for c in table.columns if c not in ("key",)]
+    rows = [[str(r[c]) if c in ("metric", "best") else _fmt(r[c], r["key"]) for c in cols]
+            for _, r in table.iterrows()]
+    return cols, rows
+
+
+def render_compare_markdown(table) -> str:
+    cols, rows = _compare_rows(table)
+    right = {i for i, c in enumerate(cols) if c not in ("metric", "best")}
+    return "\n".join(["# llmgan evaluate --compare", "",
+                      "Each system against the real responses to the same prompts; human floor: two disjoint "
+                      "halves of the real responses (set-level values on all of them). Per-system numbers: "
+                      "comparison.json.", "", _md_table(cols, rows, right), ""])
+
+
+def render_compare_html(table) -> str:
+    cols, rows = _compare_rows(table)
+    classes = ["" if c in ("metric", "best") else "num" for c in cols]
+    body = ("<h1>llmgan evaluate --compare</h1><p class=\"note\">Each system against the real responses to the "
+            "same prompts; human floor: two disjoint halves of the real responses (set-level values on all of "
+            "them). Per-system numbers: comparison.json.</p>" + _html_table(cols, rows, classes))
+    return _page("llmgan evaluate --compare", body)
+
+
+__all__ = ["make_plots", "metric_rows", "render_compare_html", "render_compare_markdown",
+           "render_html", "render_markdown"]

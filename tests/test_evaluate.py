@@ -1,0 +1,247 @@
+"""`llmgan evaluate`: metric values on hand-made examples, detector sanity, file input and the CLI.
+
+MiniLM is loaded once per session (evaluate keeps it in a module-level cache). The texts come from
+the demo data in the repository, so these tests do not need the TWON data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmgan import evaluate as ev
+from llmgan.cli import main
+from llmgan.errors import LlmganError
+
+DEMO_FILE = Path(__file__).resolve().parents[1] / "data" / "demo" / "twon_demo.jsonl"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    rows = [json.loads(line) for line in DEMO_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rnd = random.Random(0)
+    rnd.shuffle(rows)
+    return [r["post"] for r in rows], [r["reply"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def halves(demo):
+    """Two disjoint samples of the same set of replies, as (prompts, real, generated)."""
+    posts, replies = demo
+    n = len(replies) // 2
+    return posts[:n], replies[:n], replies[n:2 * n]
+
+
+# ------------------------------------------------------------------------- hand-computed metrics
+
+def test_style_features_hand_computed():
+    x = ev.style_features(["AB c! #x @y\n?", "see https://t.co/abc \U0001F600\U0001F600", ""])
+    assert x.shape == (3, len(ev.STYLE_FEATURES))
+    # words, characters, uppercase ratio, !, ?, hashtags, mentions, URLs, emoji, newlines
+    assert x[0].tolist() == [5, 13, 0.4, 1, 1, 1, 1, 0, 0, 1]
+    assert x[1].tolist() == [3, 23, 0.0, 0, 0, 0, 0, 1, 2, 0]
+    assert x[2].tolist() == [0] * 10
+
+
+def test_distinct_n_hand_computed():
+    texts = ["a b a b", "A c"]  # lowercased tokens: a b a b | a c
+    assert ev.distinct_n(texts, 1) == pytest.approx(3 / 6)
+    assert ev.distinct_n(texts, 2) == pytest.approx(3 / 4)  # (a b) (b a) (a b) (a c)
+    assert ev.distinct_n(["x"], 2) == 0.0
+
+
+def test_length_metrics_hand_computed():
+    g, r = ev.word_counts(["a", "a b", "a b c"]), ev.word_counts(["a b", "a b c", "a b c d"])
+    assert g.tolist() == [1, 2, 3]
+    assert ev.wasserstein(g, r) == pytest.approx(1.0)
+    assert ev.length_ratio(g, r) == pytest.approx(2 / 3)
+    assert ev.length_ratio(g, [0, 0]) is None
+
+
+def test_sentiment_hand_computed():
+    # VADER: "good" has valence 1.9; compound = 1.9 / sqrt(1.9^2 + 15)
+    assert ev.vader_compound(["good"])[0] == pytest.approx(1.9 / math.sqrt(1.9 ** 2 + 15), abs=1e-4)
+    d = ev.sentiment_distribution([-0.5, -0.05, 0.0, 0.04, 0.05, 0.9])
+    assert d == pytest.approx({"negative": 1 / 3, "neutral": 1 / 3, "positive": 1 / 3})
+    assert ev.js_divergence([1, 0, 0], [0, 1, 0]) == pytest.approx(1.0)
+    assert ev.js_divergence([0.5, 0.5, 0], [0.5, 0, 0.5]) == pytest.approx(0.5)
+    assert ev.js_divergence([2, 1, 1], [0.5, 0.25, 0.25]) == pytest.approx(0.0)
+
+
+def test_offensive():
+    assert ev.offensive(["fuck you idiot", "have a nice day"]).tolist() == [1.0, 0.0]
+
+
+def test_cosines_hand_computed():
+    a = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert ev.mean_pair_cosine(a, np.array([[1.0, 0.0], [1.0, 0.0]])) == pytest.approx(0.5)
+    assert ev.mismatched_cosine(a, np.array([[1.0, 0.0], [1.0, 0.0]])) == pytest.approx(0.5)
+    assert ev.mean_pair_cosine(a, a[::-1]) == pytest.approx(0.0)
+    assert ev.mismatched_cosine(a, a[::-1]) == pytest.approx(1.0)
+    emb = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    # prompts p, p, q: one same-prompt pair (rows 0, 1) with cosine 0.6
+    assert ev.same_prompt_cosine(["p", "p", "q"], emb, ["x", "y", "z"]) == (pytest.approx(0.6), 1)
+    assert ev.same_prompt_cosine(["p", "q", "r"], emb, ["x", "y", "z"]) == (None, 0)
+
+
+def test_frechet_hand_computed():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    assert ev.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    assert ev.frechet_distance(x + [1.0, 2.0, 2.0], x) == pytest.approx(9.0)  # same covariance: |mean shift|^2
+    # 1-D: (mu1 - mu2)^2 + (s1 - s2)^2 with sample standard deviations
+    a, b = np.array([[0.0], [2.0]]), np.array([[0.0], [4.0], [8.0]])
+    assert ev.frechet_distance(a, b) == pytest.approx((1 - 4) ** 2 + (math.sqrt(2) - 4) ** 2)
+
+
+def test_self_bleu_matches_sacrebleu(demo):
+    import sacrebleu
+
+    texts = demo[1][:40] + ["", "the cat sat on the mat", "the cat sat on the mat", "a b", "x y z w v"]
+    slow = np.mean([sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1:]).score / 100 for i, t in enumerate(texts)])
+    assert ev.self_bleu(texts) == pytest.approx(slow, abs=1e-9)
+    assert ev.self_bleu(["the cat sat on the mat"] * 3) == pytest.approx(1.0)
+    assert ev.self_bleu(["one"]) == 0.0
+
+
+def test_detector_and_mauve_on_toy_features():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(3, 1, size=(60, 4)), rng.normal(-3, 1, size=(60, 4))
+    auc, sg, sr, (fpr, tpr) = ev.detector_auroc(a, b, seed=0)
+    assert auc == pytest.approx(1.0) and sg.min() > 0.5 > sr.max()
+    assert ev.mauve_score(a, a, seed=0) == pytest.approx(1.0, abs=1e-6)
+    assert ev.mauve_score(a, b, seed=0) < 0.1
+
+
+# ------------------------------------------------------------------------------ whole evaluation
+
+def test_two_samples_of_the_same_set_are_indistinguishable(halves):
+    m = ev.evaluate_pairs(*halves, seed=0)
+    assert abs(m["detector_auroc"] - 0.5) < 0.15
+    assert abs(m["style_auroc"] - 0.5) < 0.15
+    assert m["mauve"] > 0.9
+    for key in ("detector_auroc", "style_auroc", "mauve", "frechet_distance", "length_ratio", "self_bleu",
+                "profanity_rate", "sentiment_jsd"):
+        assert f"human_{key}" in m and m[f"human_{key}"] is not None
+    assert abs(m["human_detector_auroc"] - 0.5) < 0.2 and m["human_mauve"] > 0.8
+    assert m["n_pairs"] == len(halves[0]) and m["human_floor_half_size"] == len(halves[0]) // 2
+    assert set(m["same_size_as_floor"]) >= {"detector_auroc", "mauve", "frechet_distance"}
+    json.dumps(m, allow_nan=False)
+
+
+@pytest.mark.parametrize("change, keys", [
+    (lambda t: t + " #StopTheSteal", ("detector_auroc", "style_auroc")),
+    (str.upper, ("style_auroc",)),  # MiniLM is uncased: uppercase is a style-only change
+])
+def test_visibly_changed_copy_is_detected(halves, change, keys):
+    prompts, real, other = halves
+    m = ev.evaluate_pairs(prompts, real, [change(t) for t in other], seed=0)
+    for k in keys:
+        assert m[k] > 0.95, (k, m[k])
+    assert m["human_style_auroc"] < 0.7
+
+
+def test_evaluate_pairs_rejects_bad_lengths(halves):
+    prompts, real, gen = halves
+    with pytest.raises(LlmganError, match="same length"):
+        ev.evaluate_pairs(prompts, real, gen[:-1])
+    with pytest.raises(LlmganError, match="at least"):
+        ev.evaluate_pairs(prompts[:5], real[:5], gen[:5])
+
+
+# ------------------------------------------------------------------------------------ file input
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_read_pairs_formats_and_chat_prompts(tmp_path):
+    import pandas as pd
+
+    rows = [{"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": f"post {i}"}],
+             "real": f"r{i}", "generated": f"g{i}"} for i in range(3)]
+    p, r, g = ev.read_pairs(_write_jsonl(tmp_path / "a.jsonl", rows))
+    assert p == ["post 0", "post 1", "post 2"] and r == ["r0", "r1", "r2"] and g == ["g0", "g1", "g2"]
+    df = pd.DataFrame({"post": ["x", "y"], "reply": ["", "2"], "model": ["a", "b"]})
+    df.to_csv(tmp_path / "b.csv", index=False)
+    df.to_parquet(tmp_path / "b.parquet")
+    for f in ("b.csv", "b.parquet"):
+        assert ev.read_pairs(tmp_path / f, prompt_column="post", real_column="reply", generated_column="model") \
+            == (["x", "y"], ["", "2"], ["a", "b"])
+
+
+@pytest.mark.parametrize("content, suffix, message", [
+    ('{"prompt": "p", "real": "r"}\n', ".jsonl", "no column 'generated' (columns found: prompt, real); choose one with --generated-column"),
+    ("", ".jsonl", "is empty"),
+    ("\n\n", ".jsonl", "has no rows"),
+    ("prompt,real,generated\n", ".csv", "has no rows"),
+    ('{"prompt": "p", "real": "r", "generated": "g"}\n{"prompt": "p", "real": "r"}\n', ".jsonl",
+     "1 of 2 rows have no 'generated' value (first: row 2)"),
+    ('{"prompt": "p", "real": "r", "generated": "g"}\nnot json\n', ".jsonl", "line 2 is not valid JSON"),
+    ("a,b\n", ".txt", "unsupported file type"),
+    ("".join(f'{{"prompt": "p", "real": "r{i}", "generated": "g"}}\n' for i in range(5)), ".jsonl",
+     "need at least 20"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, content, suffix, message):
+    f = tmp_path / f"bad{suffix}"
+    f.write_text(content, encoding="utf-8")
+    assert main(["evaluate", str(f), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "bad.eval").exists()
+
+
+def test_missing_file_and_no_file(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nope.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["evaluate"]) == 2
+    assert capsys.readouterr().err.startswith("error: give a FILE")
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+def test_cli_writes_reports(tmp_path, halves, capsys):
+    prompts, real, other = halves
+    f = _write_jsonl(tmp_path / "sys.jsonl", [{"prompt": p, "real": r, "generated": g + " #StopTheSteal"}
+                                               for p, r, g in zip(prompts, real, other)])
+    assert main(["evaluate", str(f), "--quiet"]) == 0
+    out = tmp_path / "sys.eval"
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.md", "report.html", "samples.csv", "plots"}
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["detector_auroc"] > 0.95 and m["input"] == str(f) and "human_detector_auroc" in m
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4
+    for needle in ("<script", "<link", 'src="http', "src='http", 'href="http', "url(", "@import"):
+        assert needle not in page
+    md = (out / "report.md").read_text()
+    assert "| Detector AUROC (embeddings) |" in md and "plots/roc.png" in md
+    import pandas as pd
+
+    s = pd.read_csv(out / "samples.csv", keep_default_na=False)
+    assert list(s.columns[:4]) == ["prompt", "real", "generated", "detector_score"]
+    assert len(s) == len(prompts) and s["detector_score"].is_monotonic_decreasing
+    assert not list(out.glob(".*"))  # no temp files left
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_compare(tmp_path, halves, capsys):
+    prompts, real, other = halves
+    a = _write_jsonl(tmp_path / "base.jsonl", [{"prompt": p, "real": r, "generated": g + " #tag"}
+                                                for p, r, g in zip(prompts, real, other)])
+    b = _write_jsonl(tmp_path / "gan.jsonl", [{"prompt": p, "real": r, "generated": g}
+                                               for p, r, g in zip(prompts, real, other)])
+    assert main(["evaluate", "--compare", str(a), str(b), "-o", str(tmp_path / "cmp")]) == 0
+    stdout = capsys.readouterr().out
+    assert "base" in stdout and "gan" in stdout and "human floor" in stdout
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| metric"))
+    assert header == "| metric | human floor | base | gan | best |"
+    data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert data["systems"]["base"]["detector_auroc"] > data["systems"]["gan"]["detector_auroc"]
+    assert (tmp_path / "cmp" / "comparison.html").is_file()
