@@ -312,7 +312,7 @@ def test_tiny_model_state_round_trip(tiny_policy, tmp_path):
     assert from_disk(prompts=p, completions=c, response=r) == expected
     assert from_disk.updates == rw.updates and len(from_disk.replay) == len(rw.replay)
     assert {f.name for f in (tmp_path / "d").iterdir()} == {
-        "discriminator.safetensors", "discriminator_state.json", "discriminator_optimizer.pt"}
+        "discriminator.safetensors", "discriminator_state.json", "discriminator_optimizer.safetensors"}
     with pytest.raises(LlmganError, match="does not fit"):
         make_reward(tiny_policy, width=32).load(tmp_path / "d")
     with pytest.raises(LlmganError, match="incomplete"):

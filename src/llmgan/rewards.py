@@ -100,6 +100,30 @@ def trl_scale_rewards(settings: Any) -> str:
     return "batch" if settings.normalize == "batch" else "group"
 
 
+def _flatten_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """torch optimizer state_dict -> (tensors for safetensors, JSON-able rest). Inverse: `_unflatten_optimizer_state`."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for pid, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    per_param: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            per_param.setdefault(int(pid), {})[key] = value
+    for pid, values in meta.get("scalars", {}).items():
+        per_param.setdefault(int(pid), {}).update(values)
+    return {"state": per_param, "param_groups": meta["param_groups"]}
+
+
 # ---------------------------------------------------------------------------------------------
 # Replay buffer
 
@@ -290,6 +314,7 @@ class DiscriminatorReward:
         self.updates = 0  # discriminator optimizer steps so far
         self.calls = 0    # scored generator batches so far
         self.metrics: dict[str, float] = {}
+        self.faults: list[str] = []  # NaN/Inf found in the latest call (D's update skipped, rewards sanitised)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -305,6 +330,9 @@ class DiscriminatorReward:
         batch, metrics = self._train(prompts, completions, response, self.settings.steps_per_generator_step)
         t0 = time.perf_counter()
         real_logits, fake_logits = self._logits(batch)
+        bad = int((~torch.isfinite(fake_logits)).sum())
+        if bad:
+            self.faults.append(f"discriminator score is NaN/Inf for {bad} of {fake_logits.numel()} completions")
         rewards = shape_reward(fake_logits, self.reward_settings.kind, self.reward_settings.clip)
         metrics["timing/discriminator"] += self._elapsed(t0)
         metrics.update(self._score_metrics(real_logits, fake_logits))
@@ -343,10 +371,14 @@ class DiscriminatorReward:
 
     WEIGHTS_FILE = "discriminator.safetensors"
     STATE_FILE = "discriminator_state.json"
-    OPTIMIZER_FILE = "discriminator_optimizer.pt"
+    OPTIMIZER_FILE = "discriminator_optimizer.safetensors"
+    LEGACY_OPTIMIZER_FILE = "discriminator_optimizer.pt"  # read (weights_only) if a checkpoint predates the safetensors file
 
     def save(self, directory: str | Path) -> None:
-        """Write D's weights (safetensors), optimizer + RNG states (torch.save), the rest (JSON) to `directory`."""
+        """Write D's weights, optimizer tensors and RNG states (safetensors) and the rest (JSON) to `directory`.
+
+        Only safetensors and JSON: nothing in a checkpoint is unpickled when it is read back.
+        """
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -355,10 +387,12 @@ class DiscriminatorReward:
         save_file({k: v.detach().contiguous().cpu() for k, v in state["model"].items()},
                   str(directory / self.WEIGHTS_FILE), metadata={"format": "pt"})
         replay = state["replay"]
-        torch.save({"optimizer": state["optimizer"], "generator": state["generator"],
-                    "replay_generator": replay.pop("generator")}, directory / self.OPTIMIZER_FILE)
-        meta = {"format": 1, "input_size": self.encoder.hidden_size, "updates": state["updates"],
-                "calls": state["calls"], "watcher": state["watcher"], "replay": replay,
+        tensors, optimizer_meta = _flatten_optimizer_state(state["optimizer"])
+        tensors["rng.generator"] = state["generator"]
+        tensors["rng.replay_generator"] = replay.pop("generator")
+        save_file(tensors, str(directory / self.OPTIMIZER_FILE), metadata={"format": "pt"})
+        meta = {"format": 2, "input_size": self.encoder.hidden_size, "updates": state["updates"],
+                "calls": state["calls"], "watcher": state["watcher"], "replay": replay, "optimizer": optimizer_meta,
                 "discriminator": dataclasses.asdict(self.settings) if dataclasses.is_dataclass(self.settings) else None,
                 "reward": dataclasses.asdict(self.reward_settings) if dataclasses.is_dataclass(self.reward_settings) else None}
         (directory / self.STATE_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1))
@@ -368,18 +402,26 @@ class DiscriminatorReward:
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        missing = [f for f in (self.WEIGHTS_FILE, self.STATE_FILE, self.OPTIMIZER_FILE) if not (directory / f).is_file()]
+        optimizer_file = self.OPTIMIZER_FILE
+        if not (directory / optimizer_file).is_file() and (directory / self.LEGACY_OPTIMIZER_FILE).is_file():
+            optimizer_file = self.LEGACY_OPTIMIZER_FILE
+        missing = [f for f in (self.WEIGHTS_FILE, self.STATE_FILE, optimizer_file) if not (directory / f).is_file()]
         if missing:
             raise LlmganError(f"discriminator checkpoint in {directory} is incomplete: missing {', '.join(missing)}")
         meta = json.loads((directory / self.STATE_FILE).read_text())
-        other = torch.load(directory / self.OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        if optimizer_file == self.LEGACY_OPTIMIZER_FILE:
+            other = torch.load(directory / optimizer_file, map_location="cpu", weights_only=True)
+        else:
+            tensors = load_file(str(directory / optimizer_file), device="cpu")
+            other = {"optimizer": _unflatten_optimizer_state(tensors, meta["optimizer"]),
+                     "generator": tensors["rng.generator"], "replay_generator": tensors["rng.replay_generator"]}
         weights = load_file(str(directory / self.WEIGHTS_FILE), device=str(self.device))
         replay = dict(meta["replay"], generator=other["replay_generator"])
         try:
             self.load_state_dict({"model": weights, "optimizer": other["optimizer"], "replay": replay,
                                   "generator": other["generator"], "updates": meta["updates"],
                                   "calls": meta["calls"], "watcher": meta["watcher"]})
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError, KeyError) as exc:
             raise LlmganError(f"discriminator checkpoint in {directory} does not fit the current discriminator "
                               f"settings (layers/width/heads/pooling/lstm/encoder): {str(exc).splitlines()[0]}") from None
 
@@ -446,6 +488,7 @@ class DiscriminatorReward:
     def _train(self, prompts, completions, response, steps: int) -> tuple[_Batch, dict[str, float]]:
         """Encode the batch and take `steps` D updates. Returns the batch and partial metrics."""
         s = self.settings
+        self.faults = []
         t0 = time.perf_counter()
         batch = self._encode(prompts, completions, response)
         # Replay: each step's fakes are round(replay_fraction * M) buffer samples + the rest from this batch.
@@ -495,13 +538,23 @@ class DiscriminatorReward:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self._sync_gradients()
-                self.optimizer.step()
-                self.updates += 1
+                # NaN/Inf in the loss or a gradient: skip this update (D keeps its weights), report the cause.
+                # The gradients are the same on every rank after _sync_gradients, so all ranks skip together.
+                grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters() if p.grad is not None)
+                if not grads_ok:
+                    self.faults.append(f"discriminator loss {float(loss.detach()):.4g}, gradient NaN/Inf: update skipped")
+                elif not torch.isfinite(loss.detach()) and self._world_size() == 1:
+                    self.faults.append(f"discriminator loss is {float(loss.detach())}: update skipped")
+                else:
+                    self.optimizer.step()
+                    self.updates += 1
+                self.optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
         self.model.eval()
         metrics["timing/discriminator"] = self._elapsed(t0)
         metrics["discriminator/loss"] = sum(losses) / len(losses) if losses else float("nan")
         metrics["discriminator/replay_samples"] = float(n_replay)
+        metrics["discriminator/skipped_updates"] = float(len(self.faults))
         return batch, metrics
 
     @torch.no_grad()
