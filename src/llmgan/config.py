@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class DataSettings:
     path: str = _help("folder written by `llmgan prepare` (a datasets DatasetDict)", "")
     train_split: str = _help("split used for training", "train")
     eval_split: str = _help("split used for sample generations during training", "validation")
-    max_prompt_tokens: int = _help("prompts longer than this are truncated from the left", 256)
+    max_prompt_tokens: int = _help("the user message is cut to this many tokens (keeping its beginning)", 256)
     max_train_samples: Optional[int] = _help("use at most this many training rows (null = all)", None)
 
 
@@ -125,7 +126,8 @@ class TrainSettings:
     steps: int = _help("generator updates", 100)
     prompts_per_step: int = _help("prompts per generator update", 4)
     lr: float = _help("generator learning rate", 1e-4)
-    lr_scheduler: str = _help("transformers scheduler name", "constant")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+                          "inverse_sqrt"] = _help("transformers scheduler name (those that need no extra arguments)", "constant")
     warmup_ratio: float = _help("generator LR warm-up share of the steps", 0.0)
     beta: float = _help("KL coefficient to the starting model (k3 estimator)", 0.04)
     max_grad_norm: float = _help("gradient clipping for the generator", 1.0)
@@ -180,9 +182,48 @@ class RunConfig:
             problems.append("discriminator.warmup_steps, steps_per_generator_step and replay_size must be >= 0")
         if g.backend == "vllm" and t.objective == "embedding":
             problems.append("generation.backend=vllm works with objective=policy_gradient only")
+        for name, value in [("data.max_prompt_tokens", self.data.max_prompt_tokens), ("discriminator.width", d.width),
+                            ("discriminator.max_response_tokens", d.max_response_tokens),
+                            ("train.max_consecutive_faults", t.max_consecutive_faults)]:
+            if value < 1:
+                problems.append(f"{name} must be >= 1 (got {value})")
+        if self.model.lora.enabled and (self.model.lora.r < 1 or self.model.lora.alpha <= 0):
+            problems.append("model.lora.r must be >= 1 and model.lora.alpha > 0")
+        if self.data.max_train_samples is not None and self.data.max_train_samples < 1:
+            problems.append(f"data.max_train_samples must be >= 1 or null (got {self.data.max_train_samples})")
+        if t.sample_every < 0 or r.saturation_window < 0:
+            problems.append("train.sample_every and reward.saturation_window must be >= 0")
+        if not 0 <= t.seed < 2**32:
+            problems.append(f"train.seed must be in [0, 2**32) (got {t.seed})")
+        for name, value, low, high in [("train.lr", t.lr, 0, math.inf), ("discriminator.lr", d.lr, 0, math.inf),
+                                       ("train.max_grad_norm", t.max_grad_norm, 0, math.inf),
+                                       ("train.warmup_ratio", t.warmup_ratio, 0, 1),
+                                       ("discriminator.weight_decay", d.weight_decay, 0, math.inf),
+                                       ("reward.saturation_high", r.saturation_high, 0, 1),
+                                       ("reward.saturation_low", r.saturation_low, 0, 1)]:
+            if not low <= value <= high:
+                problems.append(f"{name} must be in [{low}, {high}] (got {value})")
+        for name, value in [("discriminator.dropout", d.dropout), ("model.lora.dropout", self.model.lora.dropout)]:
+            if not 0 <= value < 1:
+                problems.append(f"{name} must be in [0, 1) (got {value})")
+        for path, value in _float_fields(self):
+            if math.isnan(value) or (math.isinf(value) and path not in ("train.max_grad_norm", "reward.clip")):
+                problems.append(f"{path} must be a finite number (got {value})")
         if problems:
             raise LlmganError("invalid config: " + "; ".join(problems))
         return self
+
+
+def _float_fields(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted path, value) of every float field in a config tree."""
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _float_fields(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            out.append((f"{prefix}{f.name}", value))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

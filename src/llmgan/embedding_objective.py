@@ -9,7 +9,10 @@ prototype saw the discriminator's loss rise while nothing about the text improve
 that be measured against `objective=policy_gradient` under the same data, discriminator and logging.
 
 A plain PyTorch loop (TRL has no such objective): numbered steps, timed phases, the same run folder
-layout and metrics names as `llmgan.train`. `--resume` is not supported for this baseline.
+layout and metrics names as `llmgan.train`. `--resume` is not supported for this baseline. NaN/Inf
+faults are handled as in `llmgan.train`: a step with a non-finite discriminator loss or score, generator
+loss or gradient norm does not update the generator, is logged (faults.jsonl, `faults/skipped_steps`),
+and `train.max_consecutive_faults` such steps in a row stop the run with a clear error.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
     from llmgan.generator import generate_responses, write_rows
     from llmgan.plots import plot_metrics
     from llmgan.rewards import DiscriminatorReward
-    from llmgan.train import build_policy, load_train_dataset, prepare_run_dir, sample_eval, warmup_discriminator
+    from llmgan.train import (build_policy, is_write_error, load_train_dataset, prepare_run_dir, sample_eval,
+                              warmup_discriminator, write_error)
 
     if resume:
         raise LlmganError("--resume supports train.objective=policy_gradient only (embedding is a short baseline)")
@@ -58,6 +62,7 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     rng = torch.Generator().manual_seed(t.seed)
     metrics_path = run_dir / "metrics.jsonl"
+    skipped = consecutive = 0
     try:
         for step in range(1, t.steps + 1):
             t_step = time.perf_counter()
@@ -82,8 +87,19 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-            if torch.isfinite(loss) and torch.isfinite(grad_norm):
+            faults = list(disc.faults)
+            if not torch.isfinite(loss):
+                faults.append(f"generator loss is {loss.item()}")
+            if not torch.isfinite(grad_norm):
+                faults.append(f"generator gradient norm is {grad_norm.item()}")
+            if faults:  # skip the update: the weights do not move
+                skipped += 1
+                consecutive += 1
+                _log_fault(run_dir, step, faults, consecutive)
+            else:
+                consecutive = 0
                 opt.step()
+            opt.zero_grad(set_to_none=True)
             disc.model.zero_grad(set_to_none=True)  # D is trained only by its own loss
             t_upd = time.perf_counter() - t0
             row = {"step": step, **{k: float(v) for k, v in m.items()},
@@ -91,15 +107,23 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
                    "generator/reward_mean": float(F.logsigmoid(logits.detach()).mean()),
                    "generator/completion_length": float(sum(len(tok(x, add_special_tokens=False)["input_ids"])
                                                             for x in texts) / len(texts)),
-                   "timing/generate": t_gen, "timing/update": t_upd, "timing/step": time.perf_counter() - t_step}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+                   "timing/generate": t_gen, "timing/update": t_upd, "timing/step": time.perf_counter() - t_step,
+                   "faults/skipped_steps": float(skipped)}
+            try:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError as exc:
+                raise LlmganError(f"cannot write {metrics_path}: {write_error(exc, run_dir)}") from None
             for k, v in row.items():
                 if k != "step" and math.isfinite(v):
                     writer.add_scalar(k, v, step)
             if t.sample_every and step % t.sample_every == 0:
                 write_rows([{"prompt": p[-1]["content"], "real": r, "generated": x} for p, r, x in zip(prompts, reals, texts)],
                            run_dir / "samples" / f"step_{step:05d}.jsonl")
+            if consecutive >= t.max_consecutive_faults:
+                raise LlmganError(f"stopped at step {step}: {consecutive} consecutive steps had NaN/Inf values "
+                                  f"(train.max_consecutive_faults={t.max_consecutive_faults}; causes in "
+                                  f"{run_dir / 'faults.jsonl'}); try a lower train.lr or check the data")
             if progress:
                 print(f"step {step}/{t.steps}: D acc {row.get('discriminator/accuracy', float('nan')):.2f} "
                       f"G loss {row['generator/loss']:.3f} len {row['generator/completion_length']:.0f}")
@@ -107,13 +131,28 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
         writer.close()
         plot_metrics(metrics_path, run_dir / "plots")
     tmp, final = run_dir / ".final.tmp", run_dir / "final"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "generator", safe_serialization=True)
-    tok.save_pretrained(tmp / "generator")
-    disc.save(tmp / "discriminator")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp / "generator", safe_serialization=True)
+        tok.save_pretrained(tmp / "generator")
+        disc.save(tmp / "discriminator")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except Exception as exc:
+        if not is_write_error(exc):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LlmganError(f"could not write the final models to {final}: {write_error(exc, run_dir)}") from None
     if before is not None:
         after = sample_eval(model, tok, eval_rows, 4, t.seed, cfg)
         (run_dir / "samples_before_after.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
     return run_dir
+
+
+def _log_fault(run_dir: Path, step: int, causes: list[str], consecutive: int) -> None:
+    import sys
+
+    causes = list(dict.fromkeys(causes))
+    print(f"step {step} skipped (weights not updated): {'; '.join(causes)}", file=sys.stderr, flush=True)
+    with open(run_dir / "faults.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "causes": causes, "consecutive": consecutive}) + "\n")

@@ -110,6 +110,21 @@ def resolve_model_path(name: Optional[str]) -> str:
     return name
 
 
+def _refuse_remote_code(path: str, trust_remote_code: bool) -> None:
+    """A local model whose config maps to its own Python code (auto_map) is refused unless the user
+    set trust_remote_code; the message says so instead of transformers' 'unrecognized architecture'."""
+    cfg = Path(path) / "config.json"
+    if trust_remote_code or not cfg.is_file():
+        return
+    try:
+        auto_map = json.loads(cfg.read_text()).get("auto_map")
+    except (OSError, ValueError, AttributeError):
+        return  # transformers reports an unreadable config itself
+    if auto_map:
+        raise LlmganError(f"model '{path}' ships its own Python code (auto_map in config.json); llmgan does not run it "
+                          "unless you set model.trust_remote_code=true (or --trust-remote-code) for a source you trust")
+
+
 def resolve_dtype(dtype: str) -> Any:
     import torch
 
@@ -165,10 +180,13 @@ def load_model(name: Optional[str], dtype: str = "auto", trust_remote_code: bool
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
         model.eval()
         return model
+    _refuse_remote_code(path, trust_remote_code)
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a truncated or corrupt weights file
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LlmganError(f"could not load a causal LM from '{path}' (safetensors weights only): {first}") from None
     model.eval()
