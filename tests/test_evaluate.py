@@ -221,7 +221,7 @@ def test_cli_writes_reports(tmp_path, halves, capsys):
     for needle in ("<script", "<link", 'src="http', "src='http", 'href="http', "url(", "@import"):
         assert needle not in page
     md = (out / "report.md").read_text()
-    assert "| Detector AUROC (embeddings) |" in md and "plots/roc.png" in md
+    assert "| Detector AUROC (MiniLM) |" in md and "plots/roc.png" in md
     import pandas as pd
 
     s = pd.read_csv(out / "samples.csv", keep_default_na=False)

@@ -69,21 +69,21 @@ MAUVE_SETTINGS = dict(num_buckets="auto", pca_max_data=-1, kmeans_explained_var=
 
 # key -> (label, what is best). The human floor of key K is stored under "human_K".
 METRICS: dict[str, tuple[str, str]] = {
-    "detector_auroc": ("Detector AUROC (embeddings)", "0.5"),
+    "detector_auroc": ("Detector AUROC (MiniLM)", "0.5"),
     "style_auroc": ("Style detector AUROC", "0.5"),
     "mauve": ("MAUVE", "1 (higher)"),
-    "frechet_distance": ("Frechet distance (embeddings)", "0 (lower)"),
-    "relevance_cosine": ("cos(generated, real), same prompt", "higher"),
-    "prompt_response_cosine_mean": ("cos(prompt, response), mean", "= human"),
-    "prompt_response_cosine_wasserstein": ("cos(prompt, response), W1 to real", "0 (lower)"),
-    "mean_words": ("Mean words per response", "= human"),
-    "length_ratio": ("Length ratio (mean words / real)", "1"),
+    "frechet_distance": ("Frechet distance (MiniLM)", "0 (lower)"),
+    "relevance_cosine": ("cos(gen, real) same prompt", "higher"),
+    "prompt_response_cosine_mean": ("cos(prompt, response) mean", "= human"),
+    "prompt_response_cosine_wasserstein": ("cos(prompt, response) W1", "0 (lower)"),
+    "mean_words": ("Mean words", "= human"),
+    "length_ratio": ("Length ratio to real", "1"),
     "length_wasserstein": ("Word count W1", "0 (lower)"),
     "distinct_1": ("Distinct-1", "= human"),
     "distinct_2": ("Distinct-2", "= human"),
     "self_bleu": ("Self-BLEU", "= human"),
     "sentiment_wasserstein": ("VADER compound W1", "0 (lower)"),
-    "sentiment_jsd": ("Sentiment 3-class JSD (bits)", "0 (lower)"),
+    "sentiment_jsd": ("Sentiment 3-class JSD", "0 (lower)"),
     "profanity_rate": ("Offensive rate", "= human"),
 }
 HEADLINE = ("detector_auroc", "style_auroc", "mauve", "frechet_distance", "relevance_cosine",
@@ -831,6 +831,9 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the report the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -897,7 +900,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _fmt(v: Any, key: str = "") -> str:
-    if v is None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if isinstance(v, int) and not isinstance(v, bool):
         return str(v)
@@ -908,24 +911,28 @@ def _fmt(v: Any, key: str = "") -> str:
     return f"{v:.3f}"
 
 
-def _print_table(title: str, table) -> None:
+def _print_table(title: str, table, caption: Optional[str] = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=title, caption=caption)
     cols = [c for c in table.columns if c not in ("key",)]
     for c in cols:
         t.add_column(c, justify="left" if c in ("metric", "best") else "right")
     for _, row in table.iterrows():
-        t.add_row(*[str(row[c]) if c in ("metric", "best") else _fmt(row[c], row["key"]) for c in cols])
+        t.add_row(*[str(row[c]) if c in ("metric", "best") else "" if _fmt(row[c]) == "n/a" and " vs " in c
+                    else _fmt(row[c], row["key"]) for c in cols])
     Console().print(t)
 
 
 def _single_table(result: EvalResult):
     import pandas as pd
 
+    half = result.metrics["human_floor_half_size"]
+    same = result.metrics.get("same_size_as_floor") or {}
     rows = [{"metric": METRICS[k][0], "key": k, result.name: result.metrics.get(k),
-             "human floor": result.metrics.get(f"human_{k}"), "best": METRICS[k][1]} for k in HEADLINE]
+             f"{half} vs {half}": same.get(k), "human floor": result.metrics.get(f"human_{k}"),
+             "best": METRICS[k][1]} for k in HEADLINE]
     return pd.DataFrame(rows)
 
 
@@ -957,9 +964,10 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_file(src, **kwargs)
         paths = write_outputs(result, out, worst=args.worst)
         if not args.quiet:
-            _print_table(f"{src.name}: {result.metrics['n_pairs']} pairs "
-                         f"(human floor: two halves of {result.metrics['human_floor_half_size']} real responses)",
-                         _single_table(result))
+            half = result.metrics["human_floor_half_size"]
+            _print_table(f"{src.name}: {result.metrics['n_pairs']} pairs", _single_table(result),
+                         caption=f"human floor: real half B vs real half A ({half} each); '{half} vs {half}': "
+                                 "generated responses to B's prompts vs real half A")
     for p in paths.values():
         print(f"wrote {p}")
     return 0

@@ -93,7 +93,7 @@ def metric_rows(result: EvalResult) -> list[tuple[str, str, str, str, str]]:
     rows = [(METRICS[k][0], _fmt(m.get(k), k), _fmt(same[k], k) if k in same else "",
              _fmt(m.get(f"human_{k}"), k), METRICS[k][1]) for k in METRICS]
     rows.insert(list(METRICS).index("relevance_cosine") + 1, (
-        "cos(generated, real), mismatched prompts (chance)", _fmt(m.get("relevance_cosine_mismatched")), "", "",
+        "cos(gen, real) other prompts (chance)", _fmt(m.get("relevance_cosine_mismatched")), "", "",
         "below the line above"))
     fmt = lambda dd: " / ".join(f"{100 * (dd or {}).get(c, 0):.0f}%" for c in ("negative", "neutral", "positive"))
     rows.append(("Sentiment negative / neutral / positive", fmt(m.get("sentiment_distribution")), "",
