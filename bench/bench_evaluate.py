@@ -55,12 +55,19 @@ def main() -> int:
         with open(f, "w", encoding="utf-8") as out:
             for p, r, g in zip(d.post[:n], d.reply[:n], d.reply[n:2 * n]):
                 out.write(json.dumps({"prompt": p, "real": r, "generated": g}, ensure_ascii=False) + "\n")
+        import resource
+
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "llmgan", "evaluate", str(f), "-o", str(Path(tmp) / "eval"), "--quiet"],
                        check=True, env=env, stdout=subprocess.DEVNULL)
         cli = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
         metrics = json.loads((Path(tmp) / "eval" / "metrics.json").read_text())
-        print(f"llmgan evaluate, {n} pairs, fresh process: {cli:.1f} s "
+        print(f"llmgan evaluate, {n} pairs, fresh process: {cli:.1f} s wall, {cpu:.1f} s CPU (user+sys), "
+              f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f} "
               f"(detector AUROC {metrics['detector_auroc']:.3f}, MAUVE {metrics['mauve']:.3f})")
 
         os.environ.update(env)

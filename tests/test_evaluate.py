@@ -198,6 +198,18 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, content, suffix, mess
     assert not (tmp_path / "bad.eval").exists()
 
 
+def test_unreadable_parquet_and_output_is_a_file(tmp_path, capsys):
+    bad = tmp_path / "x.parquet"
+    bad.write_bytes(b"not parquet at all")
+    assert main(["evaluate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad} could not be read") and err.count("\n") == 1
+    target = tmp_path / "out.txt"
+    target.write_text("x")
+    assert main(["evaluate", str(bad), "-o", str(target)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
 def test_missing_file_and_no_file(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err

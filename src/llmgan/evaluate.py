@@ -214,7 +214,8 @@ def detector_auroc(x_generated, x_real, *, seed: int = 0, folds: int = 5, groups
     x = np.vstack([xg, xr])
     y = np.r_[np.ones(len(xg), dtype=int), np.zeros(len(xr), dtype=int)]
     if min(len(xg), len(xr)) < folds:
-        raise LlmganError(f"need at least {folds} generated and {folds} real responses for {folds}-fold cross-validation")
+        raise LlmganError(f"need at least {folds} generated and {folds} real responses for "
+                          f"{folds}-fold cross-validation")
     model = model if model is not None else LogisticRegression(max_iter=2000)
     if groups is None:
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -588,42 +589,41 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
         # the metrics are many small BLAS/OpenMP calls: one thread (see _one_thread)
         from threadpoolctl import threadpool_limits
 
-        limits = threadpool_limits(limits=1)
+        with threadpool_limits(limits=1):
+            gen = _Side(e_gen, style_features(generated), np.sum(e_prompt * e_gen, axis=1),
+                        word_counts(generated), vader_compound(generated))
+            rl = _Side(e_real, style_features(real), np.sum(e_prompt * e_real, axis=1),
+                       word_counts(real), vader_compound(real))
+            off_gen, off_real = offensive(generated), offensive(real)
+            bar.advance(steps)
 
-        gen = _Side(e_gen, style_features(generated), np.sum(e_prompt * e_gen, axis=1), word_counts(generated),
-                    vader_compound(generated))
-        rl = _Side(e_real, style_features(real), np.sum(e_prompt * e_real, axis=1), word_counts(real),
-                   vader_compound(real))
-        off_gen, off_real = offensive(generated), offensive(real)
-        bar.advance(steps)
+            rng = np.random.default_rng(seed)
+            perm = rng.permutation(n)
+            half_a, half_b = np.sort(perm[:n // 2]), np.sort(perm[n // 2:2 * (n // 2)])
 
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(n)
-        half_a, half_b = np.sort(perm[:n // 2]), np.sort(perm[n // 2:2 * (n // 2)])
+            system = _comparative(gen, rl, seed=seed, folds=folds, groups=np.arange(n), steps=steps, bar=bar)
+            human = _comparative(rl.take(half_b), rl.take(half_a), seed=seed, folds=folds, steps=steps, bar=bar)
+            same = _comparative(gen.take(half_b), rl.take(half_a), seed=seed, folds=folds)
+            bar.advance(steps)
 
-        system = _comparative(gen, rl, seed=seed, folds=folds, groups=np.arange(n), steps=steps, bar=bar)
-        human = _comparative(rl.take(half_b), rl.take(half_a), seed=seed, folds=folds, steps=steps, bar=bar)
-        same = _comparative(gen.take(half_b), rl.take(half_a), seed=seed, folds=folds)
-        bar.advance(steps)
-
-        m: dict[str, Any] = {"n_pairs": n, "human_floor_half_size": len(half_a)}
-        for k in COMPARATIVE:
-            m[k], m[f"human_{k}"] = system[k], human[k]
-        m["relevance_cosine"] = mean_pair_cosine(e_gen, e_real)
-        m["relevance_cosine_mismatched"] = mismatched_cosine(e_gen, e_real)
-        m["human_relevance_cosine"], m["human_relevance_cosine_pairs"] = same_prompt_cosine(prompts, e_real, real)
-        m["prompt_response_cosine_mean"] = float(gen.prompt_cos.mean())
-        m["human_prompt_response_cosine_mean"] = float(rl.prompt_cos.mean())
-        m["mean_words"], m["human_mean_words"] = float(gen.words.mean()), float(rl.words.mean())
-        for k in (1, 2):
-            m[f"distinct_{k}"], m[f"human_distinct_{k}"] = distinct_n(generated, k), distinct_n(real, k)
-        m["self_bleu"], m["human_self_bleu"] = self_bleu(generated), self_bleu(real)
-        m["profanity_rate"], m["human_profanity_rate"] = float(off_gen.mean()), float(off_real.mean())
-        m["sentiment_distribution"] = sentiment_distribution(gen.compound)
-        m["human_sentiment_distribution"] = sentiment_distribution(rl.compound)
-        m["same_size_as_floor"] = {k: same[k] for k in COMPARATIVE}
-        bar.advance(steps)
-        limits.restore_original_limits()
+            m: dict[str, Any] = {"n_pairs": n, "human_floor_half_size": len(half_a)}
+            for k in COMPARATIVE:
+                m[k], m[f"human_{k}"] = system[k], human[k]
+            m["relevance_cosine"] = mean_pair_cosine(e_gen, e_real)
+            m["relevance_cosine_mismatched"] = mismatched_cosine(e_gen, e_real)
+            m["human_relevance_cosine"], m["human_relevance_cosine_pairs"] = same_prompt_cosine(
+                prompts, e_real, real)
+            m["prompt_response_cosine_mean"] = float(gen.prompt_cos.mean())
+            m["human_prompt_response_cosine_mean"] = float(rl.prompt_cos.mean())
+            m["mean_words"], m["human_mean_words"] = float(gen.words.mean()), float(rl.words.mean())
+            for k in (1, 2):
+                m[f"distinct_{k}"], m[f"human_distinct_{k}"] = distinct_n(generated, k), distinct_n(real, k)
+            m["self_bleu"], m["human_self_bleu"] = self_bleu(generated), self_bleu(real)
+            m["profanity_rate"], m["human_profanity_rate"] = float(off_gen.mean()), float(off_real.mean())
+            m["sentiment_distribution"] = sentiment_distribution(gen.compound)
+            m["human_sentiment_distribution"] = sentiment_distribution(rl.compound)
+            m["same_size_as_floor"] = {k: same[k] for k in COMPARATIVE}
+            bar.advance(steps)
 
     def clean(d):
         return {k: (clean(v) if isinstance(v, dict) else v if isinstance(v, (int, str)) or v is None else _r(v))
@@ -643,9 +643,9 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
                         "sentiment shares) are those of all real responses; human_relevance_cosine is the "
                         "cosine of two real responses to the same prompt where the data has such pairs"),
         "same_size_as_floor": ("the comparative metrics for the generated responses to half B's prompts against "
-                               "real half A: same reference and size as the human floor (Frechet, Wasserstein, "
-                               "JSD and MAUVE depend on sample size; the full-size values are smaller than a "
-                               "half-size floor even for identical distributions)"),
+                               "real half A: same reference and size as the human floor (Frechet, Wasserstein "
+                               "and JSD shrink with sample size, MAUVE changes with its n/10 buckets, so only "
+                               "these compare like with like with the floor)"),
         "tokens": "distinct-n: lowercased whitespace tokens; self-BLEU: sacrebleu sentence BLEU (13a tokens, "
                   "floor smoothing 0.1) of each response against all others of its set; words: whitespace tokens",
         "sentiment_classes": "VADER compound <= -0.05 negative, >= 0.05 positive, else neutral",
@@ -746,7 +746,8 @@ def read_pairs(path: str | Path, *, prompt_column: str = "prompt", real_column: 
     except UnicodeDecodeError:
         raise LlmganError(f"{p} is not UTF-8 text") from None
     except Exception as exc:  # pandas/pyarrow parse errors
-        raise LlmganError(f"{p} could not be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise LlmganError(f"{p} could not be read ({type(exc).__name__}: {first})") from None
     if len(df) == 0:
         raise LlmganError(f"{p} has no rows")
     columns = [str(c) for c in df.columns]
