@@ -260,9 +260,15 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _show(text: Any) -> str:
+    """A user-given key for a one-line message (line breaks and other control characters escaped)."""
+    text = str(text)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _build(cls: type, data: dict, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise LlmganError(f"config section '{prefix or 'root'}' must be a mapping, got {type(data).__name__}")
+        raise LlmganError(f"config section '{_show(prefix.rstrip('.')) or 'root'}' must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -271,7 +277,7 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise LlmganError(f"unknown config key '{path}'{hint}; valid keys here: {', '.join(fields)}")
+            raise LlmganError(f"unknown config key '{_show(path)}'{hint}; valid keys here: {', '.join(fields)}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value if value is not None else {}, f"{path}.")
@@ -307,7 +313,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = dict(data or {})
     for item in overrides:
         if "=" not in item:
-            raise LlmganError(f"override '{item}' must look like section.key=value (e.g. train.steps=20)")
+            raise LlmganError(f"override '{_show(item)}' must look like section.key=value (e.g. train.steps=20)")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         node = data

@@ -111,11 +111,16 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+def _show(name: str) -> str:
+    """A column name for a one-line message: as is when printable, else quoted with escapes."""
+    return name if name.isprintable() else repr(name)
+
+
 def _check_columns(df, needed: list[str], source: str) -> None:
     missing = [c for c in needed if c not in df.columns]
     if missing:
-        raise LlmganError(f"{source}: missing column(s) {', '.join(missing)}; found columns: "
-                          f"{', '.join(df.columns) or '(none)'}; pick others with --prompt-column/--response-column or --task")
+        raise LlmganError(f"{source}: missing column(s) {', '.join(map(_show, missing))}; found columns: "
+                          f"{', '.join(map(_show, df.columns)) or '(none)'}; pick others with --prompt-column/--response-column or --task")
 
 
 def _check_text(df, column: str, source: str) -> None:
@@ -202,11 +207,13 @@ def grouped_split(groups: list[str], fractions: dict[str, float], seed: int) -> 
     names = [n for n in fractions if fractions[n] > 0]
     targets = {n: fractions[n] * total for n in names}
     out: dict[str, list[int]] = {n: [] for n in fractions}
-    # fill the small splits first (validation, test), train takes the rest
+    # fill the small splits first (validation, test), train takes the rest, and at least one group
+    # (a handful of rows must not leave the training split empty)
     fill = [n for n in names if n != "train"] + (["train"] if "train" in names else [])
+    reserve = 1 if "train" in names else 0
     k = 0
     for n in fill[:-1]:
-        while k < len(keys) and len(out[n]) < targets[n]:
+        while k < len(keys) - reserve and len(out[n]) < targets[n]:
             out[n].extend(order[keys[k]])
             k += 1
     for key in keys[k:]:

@@ -24,9 +24,16 @@ prototype's objective (D's loss back-propagated through the generator's encoding
 baseline; it has no policy gradient and no KL.
 
 A run folder holds config.yaml (resolved), metrics.jsonl (namespaced keys), tensorboard/, samples/,
-plots/*.png and checkpoint-N/ folders (adapter or full model, discriminator as safetensors,
-optimizers, schedulers, RNG states, replay buffer), the newest marked complete by a COMPLETE file.
-`--resume RUN` continues from the newest complete checkpoint.
+plots/*.png, faults.jsonl (steps skipped for NaN/Inf, with causes) and checkpoint-N/ folders (adapter
+or full model, discriminator as safetensors, optimizers, schedulers, RNG states, replay buffer, a
+COMPLETE marker). Checkpoints are written under .staging/ and renamed into place, so a run killed at
+any moment (even SIGKILL) has only complete checkpoints; the last train.keep_checkpoints are kept.
+`--resume RUN` continues from the newest complete checkpoint (`--checkpoint NAME` picks another; a
+damaged one is reported by name with the previous one offered) and drops metrics and samples written
+after it, so the resumed run matches an uninterrupted one. Ctrl-C (SIGINT) or SIGTERM: the current
+step finishes, a checkpoint is written, exit code 130 (a second Ctrl-C stops at once). A step with a
+NaN/Inf reward, loss or gradient is skipped and logged; train.max_consecutive_faults in a row stop
+the run. See docs/reliability.md.
 
 One CPU: the shipped configs run the 135M default in float32 (`make demo` is a 12-step version).
 One GPU: add `model.dtype=bfloat16` (and `model.gradient_checkpointing=true` for big models).
@@ -270,13 +277,27 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _truncate_prompt(messages: list[dict], tokenizer, max_tokens: int) -> list[dict]:
-    """Cut the last user message so it has at most `max_tokens` tokens (keeps its beginning)."""
+    """Cut the last user message so it has at most `max_tokens` tokens (keeps its beginning).
+
+    The cut text is tokenized again by the trainer, so it must still fit then: a cut inside a character
+    (a byte-level token holding half of it decodes to U+FFFD, which takes more tokens) moves back to the
+    previous character boundary.
+    """
     out = [dict(m) for m in messages]
     for m in reversed(out):
         if m["role"] == "user":
-            ids = tokenizer(m["content"], add_special_tokens=False)["input_ids"]
+            content = m["content"]
+            ids = tokenizer(content, add_special_tokens=False)["input_ids"]
             if len(ids) > max_tokens:
-                m["content"] = tokenizer.decode(ids[:max_tokens])
+                text = ""
+                for keep in range(max_tokens, 0, -1):
+                    cand = tokenizer.decode(ids[:keep])
+                    if "\ufffd" in cand and "\ufffd" not in content:
+                        continue
+                    if len(tokenizer(cand, add_special_tokens=False)["input_ids"]) <= max_tokens:
+                        text = cand
+                        break
+                m["content"] = text
             break
     return out
 
