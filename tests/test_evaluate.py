@@ -255,6 +255,8 @@ def test_cli_compare(tmp_path, halves, capsys):
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| metric"))
     assert header == "| metric | human floor | base | gan | best |"
+    n = len(prompts)
+    assert f"| Pairs evaluated | {n} | {n} | {n} |  |" in md
     data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert data["systems"]["base"]["detector_auroc"] > data["systems"]["gan"]["detector_auroc"]
     assert (tmp_path / "cmp" / "comparison.html").is_file()

@@ -903,8 +903,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _fmt(v: Any, key: str = "") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
+    if (isinstance(v, int) and not isinstance(v, bool)) or key == "n_pairs":
+        return str(int(v))
     if key in ("profanity_rate",):
         return f"{100 * v:.1f}%"
     if key in ("mean_words", "length_wasserstein"):
