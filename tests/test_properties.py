@@ -308,8 +308,6 @@ def test_full_evaluation_of_strange_texts_gives_a_complete_strict_json_report(wo
 
 # --------------------------------------------------------------------------------------- configs
 
-FIELDS = None
-
 
 def _field_paths() -> list[str]:
     import dataclasses

@@ -191,6 +191,36 @@ def test_sigint_writes_a_checkpoint_and_exits_cleanly(tiny_model_dir, demo_data,
     assert (run / "final" / "generator").is_dir()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_handler_asks_for_a_checkpoint_then_a_second_signal_stops_at_once(signum):
+    """The handler behind the Ctrl-C test, for SIGTERM too (what schedulers send before SIGKILL): the first
+    signal sets the flag the trainer callback turns into save + stop; a second one raises KeyboardInterrupt;
+    the previous handlers are restored."""
+    from transformers import TrainerControl, TrainerState
+
+    from llmgan.train import _make_stop_callback, _StopRequest
+
+    previous = signal.getsignal(signum)
+    request = _StopRequest()
+    callback = _make_stop_callback(request)
+    control = TrainerControl()
+    request.install()
+    try:
+        callback.on_step_end(None, TrainerState(), control)
+        assert not control.should_save and not control.should_training_stop
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)
+        assert request.signum == signum
+        callback.on_step_end(None, TrainerState(), control)
+        assert control.should_save and control.should_training_stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+    finally:
+        request.restore()
+    assert signal.getsignal(signum) is previous
+
+
 def test_resume_drops_rows_written_after_the_checkpoint_and_incomplete_saves(reference, tmp_path):
     """What a SIGKILL leaves: metrics rows past the newest complete checkpoint, a half-written line, a
     staging folder, an old-style checkpoint folder without COMPLETE. Resuming cleans all of it."""

@@ -533,6 +533,10 @@ def _make_trainer_class():
             value = float(grad_norm) if grad_norm is not None else 0.0
             if not math.isfinite(value):
                 self._faults.append(f"generator gradient norm is {value}")
+            if self.accelerator.num_processes > 1:  # every rank must take the same decision, or weights diverge
+                flag = torch.tensor([1.0 if self._faults else 0.0], device=self.accelerator.device)
+                if self.accelerator.reduce(flag, reduction="sum").item() > 0 and not self._faults:
+                    self._faults.append("a NaN/Inf value on another process")
             if self._faults:
                 model.zero_grad(set_to_none=True)  # the optimizer step that follows has nothing to apply
                 self._record_fault()
@@ -762,7 +766,15 @@ def check_context_length(cfg: RunConfig, model, tokenizer, rows) -> None:
     context = getattr(config, "max_position_embeddings", None) if config is not None else None
     if not isinstance(context, int) or not len(rows):
         return
-    texts = apply_chat(tokenizer, [list(m) for m in rows["prompt"]])
+    prompts = [list(m) for m in rows["prompt"]]
+    # cheap bound first: the template around an empty user message, plus the cut user message (+2 tokens
+    # of slack for merges at the joins); only when that does not fit are all prompts measured
+    frames = {json.dumps([m for m in p if m["role"] != "user"]): p for p in prompts}
+    empty = [[dict(m, content="") if m["role"] == "user" else m for m in p] for p in frames.values()]
+    base = max(len(ids) for ids in tokenizer(apply_chat(tokenizer, empty), add_special_tokens=False)["input_ids"])
+    if base + cfg.data.max_prompt_tokens + 2 + cfg.generation.max_new_tokens <= context:
+        return
+    texts = apply_chat(tokenizer, prompts)
     longest = max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     need = longest + cfg.generation.max_new_tokens
     if need > context:
