@@ -186,6 +186,7 @@ def test_read_pairs_formats_and_chat_prompts(tmp_path):
      "1 of 2 rows have no 'generated' value (first: row 2)"),
     ('{"prompt": "p", "real": "r", "generated": "g"}\nnot json\n', ".jsonl", "line 2 is not valid JSON"),
     ("a,b\n", ".txt", "unsupported file type"),
+    ('"a\nb",real,generated\nx,y,z\n', ".csv", "no column 'prompt' (columns found: a\\nb, real, generated)"),
     ("".join(f'{{"prompt": "p", "real": "r{i}", "generated": "g"}}\n' for i in range(5)), ".jsonl",
      "need at least 20"),
 ])

@@ -369,7 +369,7 @@ def self_bleu(texts: Sequence[str]) -> float:
             b = best[gram]
             ref = b[2] if b[1] == i else b[0]
             correct[k] += min(c, ref)
-        scores.append(metric._compute_score_from_stats([h, ref_len] + correct + total).score / 100)
+        scores.append(min(metric._compute_score_from_stats([h, ref_len] + correct + total).score / 100, 1.0))
     return float(sum(scores) / len(scores))
 
 
@@ -709,12 +709,23 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def _one_line(text: str) -> str:
+    """Escape line breaks and other unprintable characters (a CSV header may hold any of them)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def read_pairs(path: str | Path, *, prompt_column: str = "prompt", real_column: str = "real",
                generated_column: str = "generated") -> tuple[list[str], list[str], list[str]]:
-    """(prompts, real, generated) from a JSONL, CSV or parquet file; LlmganError on bad input."""
+    """(prompts, real, generated) from a JSONL, CSV or parquet file; LlmganError (one line) on bad input."""
+    try:
+        return _read_pairs(Path(path), prompt_column, real_column, generated_column)
+    except LlmganError as exc:
+        raise LlmganError(_one_line(str(exc))) from None
+
+
+def _read_pairs(p: Path, prompt_column: str, real_column: str, generated_column: str):
     import pandas as pd
 
-    p = Path(path)
     if not p.is_file():
         raise LlmganError(f"{p}: no such file")
     suffix = p.suffix.lower()
