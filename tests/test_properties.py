@@ -75,9 +75,7 @@ def garbage_with(csv_alphabet: str):
                          lambda lines: "\n".join(",".join(x) for x in lines).encode("utf-8")))  # ragged CSV
 
 
-garbage = garbage_with("ab,\"\n")
-# evaluate: without quotes, which let a CSV header name hold a line break (known bug, see the xfail below)
-garbage_unquoted = garbage_with("ab,\n")
+garbage = garbage_with("ab,\"\n")  # quotes let a CSV field (a header name too) hold a line break
 
 
 def note(what: str) -> None:
@@ -173,11 +171,6 @@ def test_prepare_with_escaped_lone_surrogates(work):
 # ------------------------------------------------------------------------------------- evaluate
 
 
-def known_evaluate_bug(message: str) -> bool:
-    """The one known way to a multi-line evaluate error (see the strict xfail test below)."""
-    return "(columns found:" in message and "\n" in message
-
-
 def check_read_pairs(path: Path) -> int:
     """read_pairs gives equal-length lists of strings or one clear line; returns the number of rows read."""
     from llmgan.evaluate import read_pairs
@@ -185,8 +178,6 @@ def check_read_pairs(path: Path) -> int:
     try:
         prompts, real, generated = read_pairs(path)
     except LlmganError as exc:
-        if known_evaluate_bug(str(exc)):
-            reject()
         assert "\n" not in str(exc)
         note("refused")
         return 0
@@ -215,7 +206,7 @@ def test_evaluate_input_is_read_or_refused_in_one_line(work, rows, suffix):
 
 
 @settings(max_examples=30 * SCALE, **SETTINGS)
-@given(data=garbage_unquoted, suffix=st.sampled_from([".jsonl", ".csv", ".parquet", ".json", ".txt"]))
+@given(data=garbage, suffix=st.sampled_from([".jsonl", ".csv", ".parquet", ".json", ".txt"]))
 def test_evaluate_on_garbage_files(work, data, suffix):
     d = fresh(work)
     f = d / f"in{suffix}"
@@ -224,16 +215,11 @@ def test_evaluate_on_garbage_files(work, data, suffix):
         reject()  # a full evaluation is the slow test's job
     out = d / "report"
     rc, err = run_cli(["evaluate", str(f), "-o", str(out), "--quiet"])
-    if known_evaluate_bug(err):
-        reject()
     assert_one_error_line(rc, err)
     assert not out.exists()
     shutil.rmtree(d)
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate.read_pairs lists the found column names as they are, so a CSV "
-                   "header name holding a line break makes the error two lines (found by test_evaluate_on_garbage_files "
-                   "with quoted CSV; data.py escapes such names)")
 def test_evaluate_missing_column_message_is_one_line_when_a_header_holds_a_line_break(work):
     from llmgan.evaluate import read_pairs
 

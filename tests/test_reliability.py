@@ -624,6 +624,7 @@ def test_lr_scheduler_names_are_ones_transformers_knows():
     ("data.max_train_samples=0", "data.max_train_samples must be >= 1 or null"),
     ("discriminator.dropout=1.5", "discriminator.dropout must be in [0, 1)"),
     ("discriminator.width=0", "discriminator.width must be >= 1"),
+    ("discriminator.heads=0", "discriminator.heads must be >= 1"),
     ("model.lora.r=0", "model.lora.r must be >= 1"),
     ("train.warmup_ratio=2", "train.warmup_ratio must be in [0, 1]"),
 ])

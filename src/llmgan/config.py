@@ -158,7 +158,7 @@ class RunConfig:
         problems = []
         if r.normalize == "group" and g.num_generations < 2:
             problems.append("generation.num_generations must be >= 2 with reward.normalize=group (a group baseline needs two samples)")
-        if d.width % d.heads:
+        if d.heads >= 1 and d.width % d.heads:
             problems.append(f"discriminator.width ({d.width}) must be divisible by discriminator.heads ({d.heads})")
         for name, value in [("train.steps", t.steps), ("train.prompts_per_step", t.prompts_per_step),
                             ("generation.max_new_tokens", g.max_new_tokens), ("discriminator.layers", d.layers),
