@@ -8,7 +8,7 @@ demo prompts. Measures, per model:
   - generation tokens/s: HF `generate` (the default backend; vLLM is not installed there), batch of
     16 and 128 sequences, completions forced to their full length;
   - seconds per adversarial step (4 prompts x 4 generations x 48 tokens, the CPU benchmark's shape, and
-    16 x 8 x 128, a GPU-sized batch), its phases, and the same step with a constant reward (overhead);
+    8 x 8 x 128, a GPU-sized batch), its phases, and the same step with a constant reward (overhead);
   - the update's model-FLOPs utilisation: FLOPs of the policy forward + backward (bench/model_math.py)
     over timing/update, against the H100's 989 TFLOP/s dense bf16 peak and the measured matmul rate;
   - peak GPU memory per stage (torch.cuda.max_memory_allocated);
@@ -379,7 +379,7 @@ def main() -> int:
     data_dir = Path(args.tmp) / "data"
     prepare(PrepareOptions(inputs=[str(REPO / "data" / "demo" / "twon_demo.jsonl")], output=str(data_dir), task="reply"))
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    shapes = [(4, 4, 48), (16, 8, 128)] if not args.smoke else [(2, 2, 8)]
+    shapes = [(4, 4, 48), (8, 8, 128)] if not args.smoke else [(2, 2, 8)]
     for name in args.models.split(","):
         arch = SMOKE_ARCH if args.smoke else model_math.ARCH[name]
         if budget.left() < 45:
@@ -402,8 +402,16 @@ def main() -> int:
                 if budget.left() < 60:
                     result["skipped"].append(f"{name} {key}: out of time")
                     continue
-                stage[key], model = stage_step(args, name, arch, model, tok, data_dir, shape, budget, args.steps,
-                                               peak if peak == peak else H100_PEAK_BF16)
+                try:
+                    stage[key], model = stage_step(args, name, arch, model, tok, data_dir, shape, budget, args.steps,
+                                                   peak if peak == peak else H100_PEAK_BF16)
+                except Exception as exc:  # noqa: BLE001  (e.g. out of memory: record it, go on with the next shape)
+                    stage[key] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}", "traceback": traceback.format_exc()[-3000:]}
+                    print(f"{name}: step {key} failed: {stage[key]['error']}", flush=True)
+                    reset_mem()
+                    model = make_model(arch, tok, args.device, dtype)  # adapters may be left on the old one
+                    save()
+                    continue
                 s = stage[key]
                 print(f"{name}: step {key}: {s['step_s']:.2f} s/step, update MFU {100 * s['mfu_update_vs_989']:.1f}% of 989, "
                       f"overhead {s.get('overhead_ratio', float('nan')):.3f}", flush=True)
