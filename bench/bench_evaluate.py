@@ -6,7 +6,7 @@ whole command in a fresh process (`llmgan evaluate FILE -o DIR --quiet`: imports
 embedding of 3N texts, all metrics and both human floors, reports), then the library call inside one
 process with the phases split out. Skips cleanly (exit 0) when the data is absent.
 
-  .venv/bin/python bench/bench_evaluate.py [--pairs 1000]
+  .venv/bin/python bench/bench_evaluate.py [--pairs 1000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def cpu_model() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=None, help="passed to llmgan evaluate --threads")
     args = ap.parse_args()
     src = TWON / "prelim.train.parquet"
     if not src.is_file():
@@ -60,14 +61,16 @@ def main() -> int:
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "llmgan", "evaluate", str(f), "-o", str(Path(tmp) / "eval"), "--quiet"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        cmd = [sys.executable, "-m", "llmgan", "evaluate", str(f), "-o", str(Path(tmp) / "eval"), "--quiet"]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
         cli = time.perf_counter() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
         metrics = json.loads((Path(tmp) / "eval" / "metrics.json").read_text())
-        print(f"llmgan evaluate, {n} pairs, fresh process: {cli:.1f} s wall, {cpu:.1f} s CPU (user+sys), "
-              f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f} "
+        print(f"llmgan evaluate, {n} pairs, --threads {args.threads or 'default'}, fresh process: "
+              f"{cli:.1f} s wall, {cpu:.1f} s CPU (user+sys), load average {load0:.1f} -> {os.getloadavg()[0]:.1f} "
               f"(detector AUROC {metrics['detector_auroc']:.3f}, MAUVE {metrics['mauve']:.3f})")
 
         os.environ.update(env)
@@ -77,7 +80,7 @@ def main() -> int:
         ev.load_encoder()
         t1 = time.perf_counter()
         prompts, real, gen = ev.read_pairs(f)
-        ev.embed(prompts + real + gen)
+        ev.embed(prompts + real + gen, threads=args.threads)
         t2 = time.perf_counter()
         ev.run_evaluation(prompts, real, gen)  # embeddings cached: metrics, floors, projection only
         t3 = time.perf_counter()

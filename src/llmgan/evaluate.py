@@ -122,25 +122,37 @@ _EMB_CACHE: dict[str, Any] = {}  # text -> embedding, so --compare embeds the sh
 _EMB_CACHE_MAX = 50_000  # about 75 MB
 
 
-def embed(texts: Sequence[str], *, batch_size: int = 64, progress: Optional["_Progress"] = None):
-    """L2-normalised MiniLM embeddings (float32, shape (len(texts), 384)); each distinct text is encoded once."""
+def embed(texts: Sequence[str], *, batch_size: int = 64, progress: Optional["_Progress"] = None,
+          threads: Optional[int] = None):
+    """L2-normalised MiniLM embeddings (float32, shape (len(texts), 384)); each distinct text is encoded once.
+
+    `threads` sets torch's intra-op threads while encoding (None: torch's default, all cores).
+    """
     import numpy as np
 
     # longest first, so that each batch pads little and the time estimate errs on the safe side
     todo = sorted((t for t in dict.fromkeys(texts) if t not in _EMB_CACHE), key=len, reverse=True)
     task = progress.add("embedding", len(todo)) if progress else None
     if todo:
+        import torch
+
         model = load_encoder()
         if len(_EMB_CACHE) + len(todo) > _EMB_CACHE_MAX:
             _EMB_CACHE.clear()
         chunk = max(batch_size, 256)
-        for start in range(0, len(todo), chunk):
-            batch = todo[start:start + chunk]
-            vecs = model.encode(batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                                show_progress_bar=False).astype(np.float32)
-            _EMB_CACHE.update(zip(batch, vecs))
-            if progress:
-                progress.advance(task, len(batch))
+        saved_threads = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            for start in range(0, len(todo), chunk):
+                batch = todo[start:start + chunk]
+                vecs = model.encode(batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False).astype(np.float32)
+                _EMB_CACHE.update(zip(batch, vecs))
+                if progress:
+                    progress.advance(task, len(batch))
+        finally:
+            torch.set_num_threads(saved_threads)
     if not texts:
         return np.zeros((0, 384), np.float32)
     return np.stack([_EMB_CACHE[t] for t in texts])
@@ -568,7 +580,7 @@ COMPARATIVE = ("detector_auroc", "style_auroc", "mauve", "frechet_distance", "pr
 
 def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Sequence[str], *, seed: int = 0,
                    folds: int = 5, batch_size: int = 64, progress: bool = False,
-                   name: str = "generated") -> EvalResult:
+                   name: str = "generated", threads: Optional[int] = None) -> EvalResult:
     """Evaluate generated against real responses (and the human floor); see the module docstring.
 
     System metrics compare all n generated with all n real responses. The human floor compares real
@@ -583,7 +595,7 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
     _check_pairs(prompts, real, generated)
     n = len(real)
     with _Progress(progress) as bar:
-        emb = embed(prompts + real + generated, batch_size=batch_size, progress=bar)
+        emb = embed(prompts + real + generated, batch_size=batch_size, progress=bar, threads=threads)
         e_prompt, e_real, e_gen = emb[:n], emb[n:2 * n], emb[2 * n:]
         steps = bar.add("metrics", 7)
         # the metrics are many small BLAS/OpenMP calls: one thread (see _one_thread)
@@ -670,14 +682,15 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
 
 
 def evaluate_pairs(prompts: Sequence[str], real: Sequence[str], generated: Sequence[str], seed: int = 0, *,
-                   folds: int = 5, batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
+                   folds: int = 5, batch_size: int = 64, progress: bool = False,
+                   threads: Optional[int] = None) -> dict[str, Any]:
     """All metrics for generated vs real responses to the same prompts, with the human floor.
 
     Returns a JSON-serialisable dict: `detector_auroc`, `style_auroc`, `mauve`, `frechet_distance`,
     `relevance_cosine`, ..., each with its human floor under `human_<key>`, plus `n_pairs` and `settings`.
     """
     return run_evaluation(prompts, real, generated, seed=seed, folds=folds, batch_size=batch_size,
-                          progress=progress).metrics
+                          progress=progress, threads=threads).metrics
 
 
 # --------------------------------------------------------------------------------------- file input
@@ -785,13 +798,13 @@ def _read_pairs(p: Path, prompt_column: str, real_column: str, generated_column:
 
 def evaluate_file(path: str | Path, *, prompt_column: str = "prompt", real_column: str = "real",
                   generated_column: str = "generated", seed: int = 0, folds: int = 5, batch_size: int = 64,
-                  progress: bool = False, name: Optional[str] = None) -> EvalResult:
+                  progress: bool = False, name: Optional[str] = None, threads: Optional[int] = None) -> EvalResult:
     prompts, real, generated = read_pairs(path, prompt_column=prompt_column, real_column=real_column,
                                           generated_column=generated_column)
     if len(real) < MIN_PAIRS:
         raise LlmganError(f"{path} has {len(real)} rows; need at least {MIN_PAIRS} to evaluate")
     result = run_evaluation(prompts, real, generated, seed=seed, folds=folds, batch_size=batch_size,
-                            progress=progress, name=name or Path(path).stem)
+                            progress=progress, name=name or Path(path).stem, threads=threads)
     result.metrics["input"] = str(path)
     return result
 
@@ -907,6 +920,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for folds, human-floor split and MAUVE (default 0)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the detectors (default 5)")
     p.add_argument("--batch-size", type=int, default=64, help="embedding batch size (default 64)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for embedding (default: all cores); on a machine busy with other jobs, "
+                        "--threads 1 is faster (idle threads of a parallel pool spin)")
     p.add_argument("--worst", type=int, default=20, help="most detectable samples shown in the report (default 20)")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no table")
 
@@ -956,6 +972,8 @@ def run(args: argparse.Namespace) -> int:
         raise LlmganError("--folds must be at least 2")
     if args.batch_size < 1:
         raise LlmganError("--batch-size must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise LlmganError("--threads must be at least 1")
     if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
         raise LlmganError(f"output {args.output} exists and is not a folder")
     for f in files:  # fail on bad input before loading anything heavy
@@ -963,7 +981,7 @@ def run(args: argparse.Namespace) -> int:
                    generated_column=args.generated_column)
     kwargs = dict(prompt_column=args.prompt_column, real_column=args.real_column,
                   generated_column=args.generated_column, seed=args.seed, folds=args.folds,
-                  batch_size=args.batch_size, progress=not args.quiet)
+                  batch_size=args.batch_size, progress=not args.quiet, threads=args.threads)
     if args.compare:
         out = Path(args.output) if args.output else Path(files[0]).parent / "comparison.eval"
         results = [evaluate_file(f, name=name, **kwargs) for f, name in zip(files, _system_names(files))]
