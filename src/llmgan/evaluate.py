@@ -33,8 +33,9 @@ keys, the human floor under human_* keys), report.md, report.html (self-containe
 samples.csv (prompt, real, generated, out-of-fold detector score; most detectable first) and plots/.
 --compare A B C puts several systems side by side in one table (comparison.md/.html/.json).
 
-Runs on one CPU core or more (no GPU used); 1,000 pairs take about half a minute on a 2-core CPU,
-most of it embedding. Many systems: one process per file, or --compare (loads the encoder once).
+Runs on one CPU core or more (no GPU used): 1,000 pairs cost about 34 s of CPU time, most of it
+embedding (BENCHMARKS.md); on a machine busy with other jobs, --threads 1 is faster. Many systems:
+--compare loads the encoder once and embeds shared prompts and real responses once.
 
 Examples:
   llmgan evaluate out/base.jsonl
