@@ -38,7 +38,7 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
     from llmgan.generator import generate_responses, write_rows
     from llmgan.plots import plot_metrics
     from llmgan.rewards import DiscriminatorReward
-    from llmgan.train import (build_policy, is_write_error, load_train_dataset, prepare_run_dir, sample_eval,
+    from llmgan.train import (build_policy, is_write_error, save_final, load_train_dataset, prepare_run_dir, sample_eval,
                               warmup_discriminator, write_error)
 
     if resume:
@@ -130,19 +130,7 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
     finally:
         writer.close()
         plot_metrics(metrics_path, run_dir / "plots")
-    tmp, final = run_dir / ".final.tmp", run_dir / "final"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp / "generator", safe_serialization=True)
-        tok.save_pretrained(tmp / "generator")
-        disc.save(tmp / "discriminator")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except Exception as exc:
-        if not is_write_error(exc):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise LlmganError(f"could not write the final models to {final}: {write_error(exc, run_dir)}") from None
+    save_final(run_dir, model, tok, disc)
     if before is not None:
         after = sample_eval(model, tok, eval_rows, 4, t.seed, cfg)
         (run_dir / "samples_before_after.json").write_text(json.dumps({"before": before, "after": after}, indent=2))

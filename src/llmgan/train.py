@@ -836,6 +836,25 @@ def _resume_point(run_dir: Path, checkpoint: Optional[str]) -> Optional[Path]:
     return ckpt
 
 
+def save_final(run_dir: Path, model, tok, disc) -> Path:
+    """Write final/generator (adapter or full model) and final/discriminator atomically (temp folder, rename)."""
+    final, tmp = run_dir / "final", run_dir / ".final.tmp"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp / "generator", safe_serialization=True)
+        tok.save_pretrained(tmp / "generator")
+        disc.save(tmp / "discriminator")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except Exception as exc:
+        if not is_write_error(exc):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LlmganError(f"could not write the final models to {final}: {write_error(exc, run_dir)}; the newest "
+                          f"checkpoint {latest_checkpoint(run_dir) or '(none)'} is intact") from None
+    return final
+
+
 def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
           checkpoint: Optional[str] = None) -> Path:
     """Run (or resume) adversarial training; returns the run folder.
@@ -916,22 +935,7 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progres
         print(f"stopped by {signal.Signals(stop.signum).name} after step {trainer.state.global_step}; checkpoint "
               f"{last} written; continue with: llmgan train --resume {run_dir}", file=sys.stderr, flush=True)
         raise TrainingInterrupted(f"stopped after step {trainer.state.global_step}; checkpoint {last}")
-    # final generator (adapter or full model) + discriminator, atomically
-    final = run_dir / "final"
-    tmp = run_dir / ".final.tmp"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        trainer.model.save_pretrained(tmp / "generator", safe_serialization=True)
-        tok.save_pretrained(tmp / "generator")
-        disc_reward.save(tmp / "discriminator")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except Exception as exc:
-        if not is_write_error(exc):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise LlmganError(f"could not write the final models to {final}: {write_error(exc, run_dir)}; the newest "
-                          f"checkpoint {latest_checkpoint(run_dir) or '(none)'} is intact") from None
+    save_final(run_dir, trainer.model, tok, disc_reward)
     if before is not None:
         after = sample_eval(trainer.model, tok, eval_rows, 4, cfg.train.seed, cfg)
         _write_json_atomic(run_dir / "samples_before_after.json", {"before": before, "after": after})
