@@ -38,7 +38,7 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
     from llmgan.generator import generate_responses, write_rows
     from llmgan.plots import plot_metrics
     from llmgan.rewards import DiscriminatorReward
-    from llmgan.train import (build_policy, is_write_error, save_final, load_train_dataset, prepare_run_dir, sample_eval,
+    from llmgan.train import (build_policy, save_final, load_train_dataset, prepare_run_dir, sample_eval,
                               warmup_discriminator, write_error)
 
     if resume:
@@ -105,8 +105,7 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
             row = {"step": step, **{k: float(v) for k, v in m.items()},
                    "generator/loss": loss.item(), "generator/grad_norm": grad_norm.item(),
                    "generator/reward_mean": float(F.logsigmoid(logits.detach()).mean()),
-                   "generator/completion_length": float(sum(len(tok(x, add_special_tokens=False)["input_ids"])
-                                                            for x in texts) / len(texts)),
+                   "generator/completion_length": float(sum(map(len, tok(texts, add_special_tokens=False)["input_ids"])) / len(texts)),
                    "timing/generate": t_gen, "timing/update": t_upd, "timing/step": time.perf_counter() - t_step,
                    "faults/skipped_steps": float(skipped)}
             try:
