@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,3 +92,61 @@ def test_without_the_all_reduce_the_discriminators_drift(two_rank_run):
     r0, r1 = two_rank_run
     assert r0["control"]["synced"] == r1["control"]["synced"]
     assert r0["control"]["unsynced"] != r1["control"]["unsynced"]
+
+
+TINY = ["data.max_prompt_tokens=32", "generation.num_generations=2", "generation.max_new_tokens=6",
+        "discriminator.hidden_layer=-1", "discriminator.width=32", "discriminator.heads=2", "discriminator.layers=1",
+        "discriminator.warmup_steps=1", "discriminator.max_response_tokens=16", "train.prompts_per_step=2",
+        "train.sample_every=1", "train.lr=1e-2"]
+
+
+def _torchrun_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "llmgan", "train", "--quiet", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=str(cwd))
+
+
+@pytest.mark.slow
+def test_cli_train_and_resume_under_torchrun(tiny_model_dir, tmp_path):
+    """`torchrun --nproc_per_node 2 -m llmgan train` end to end: the main process alone prepares the run
+    folder and writes metrics once; checkpoints hold both ranks' RNG states; `--resume` continues under
+    torchrun; a second start on the same folder fails with one clear error on every rank, no hang."""
+    from safetensors.torch import load_file
+
+    from llmgan.data import PrepareOptions, prepare
+
+    data = tmp_path / "data"
+    prepare(PrepareOptions(inputs=[str(REPO / "data" / "demo" / "twon_demo.jsonl")], output=str(data), task="reply"))
+    run = tmp_path / "run"
+    res = _torchrun_cli(f"model.name={tiny_model_dir}", f"data.path={data}", f"train.output_dir={run}",
+                        "train.steps=2", "train.save_every=1", *TINY, cwd=tmp_path)
+    assert res.returncode == 0, f"{res.stdout[-2000:]}\n{res.stderr[-6000:]}"
+    assert res.stdout.count("run folder:") == 1
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]  # one row per step: written by the main process only
+    assert all(r["discriminator/accuracy"] == r["discriminator/accuracy"] for r in rows)
+    ckpt = run / "checkpoint-2"
+    assert (ckpt / "COMPLETE").is_file() and (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()
+    final = run / "final"
+    assert (final / "generator" / "adapter_model.safetensors").is_file()
+    assert not (final / "generator" / "training_args.bin").exists()  # no pickle in the final folder
+    d_final = load_file(final / "discriminator" / "discriminator.safetensors")
+    d_ckpt = load_file(ckpt / "discriminator" / "discriminator.safetensors")
+    assert all(torch.equal(d_final[k], d_ckpt[k]) for k in d_final)
+
+    again = _torchrun_cli(f"model.name={tiny_model_dir}", f"data.path={data}", f"train.output_dir={run}", *TINY,
+                          cwd=tmp_path)
+    assert again.returncode != 0
+    # every rank says it in one line (torchrun's own launcher traceback follows; none from llmgan's processes)
+    assert again.stderr.count("exists; resume it with --resume") == 2
+    assert "[rank0]: Traceback" not in again.stderr and "[rank1]: Traceback" not in again.stderr
+
+    resumed = _torchrun_cli("--resume", str(run), "train.steps=3", cwd=tmp_path)
+    assert resumed.returncode == 0, f"{resumed.stdout[-2000:]}\n{resumed.stderr[-6000:]}"
+    assert "resuming from" in resumed.stdout and str(ckpt) in resumed.stdout
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert (run / "checkpoint-3" / "COMPLETE").is_file()

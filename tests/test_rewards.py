@@ -312,8 +312,50 @@ def test_tiny_model_state_round_trip(tiny_policy, tmp_path):
     assert from_disk(prompts=p, completions=c, response=r) == expected
     assert from_disk.updates == rw.updates and len(from_disk.replay) == len(rw.replay)
     assert {f.name for f in (tmp_path / "d").iterdir()} == {
-        "discriminator.safetensors", "discriminator_state.json", "discriminator_optimizer.safetensors"}
+        "discriminator.safetensors", "discriminator_state.json", "discriminator_optimizer.safetensors",
+        "replay_features.safetensors"}
+    assert all(f is not None for f in from_disk.replay.features)
     with pytest.raises(LlmganError, match="does not fit"):
         make_reward(tiny_policy, width=32).load(tmp_path / "d")
     with pytest.raises(LlmganError, match="incomplete"):
         rw.load(tmp_path)
+
+
+class CountingEncoder(CharEncoder):
+    """CharEncoder that counts the rows it encodes."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = 0
+
+    def encode(self, prompts, responses):
+        self.rows += len(responses)
+        return super().encode(prompts, responses)
+
+
+def test_frozen_encoder_replay_features_are_cached_not_reencoded():
+    enc = CountingEncoder()
+    rw = DiscriminatorReward(small_settings(replay_fraction=1.0, steps_per_generator_step=2), RewardSettings(), enc)
+    p, c, r = trl_batch(0)
+    rw(p, c, response=r)
+    first = enc.rows  # 6 fakes + 2 reals, nothing to replay yet
+    assert first == 8 and all(f is not None for f in rw.replay.features)
+    rw(p, c, response=r)
+    assert enc.rows - first == 8  # the replayed fakes came from the cache
+    assert rw.cache_hits == 6 and rw.metrics["discriminator/replay_samples"] == 6.0
+    # the cached rows are the encoder's features of those texts, unpadded
+    item, feats = rw.replay.items[0], rw.replay.features[0]
+    h, m = CharEncoder().encode(None, [item["fake"]])
+    torch.testing.assert_close(feats["fake"], h[0, :int(m[0].sum())])
+
+
+def test_policy_encoder_replay_is_reencoded_every_time():
+    enc = CountingEncoder()
+    rw = DiscriminatorReward(small_settings(replay_fraction=1.0, encoder="policy"), RewardSettings(), enc)
+    p, c, r = trl_batch(0)
+    rw(p, c, response=r)
+    rw(p, c, response=r)
+    assert enc.rows == 8 + 8 + 6 and rw.cache_hits == 0  # 6 replayed fakes re-encoded by today's encoder
+    assert all(f is None for f in rw.replay.features)
+    off = DiscriminatorReward(small_settings(cache_replay_features=False), RewardSettings(), CharEncoder())
+    assert not off.cache_features

@@ -99,6 +99,8 @@ class DiscriminatorSettings:
     warmup_steps: int = _help("discriminator-only steps before the generator moves", 10)
     replay_size: int = _help("synthetic samples kept in the replay buffer (0 = off)", 64)
     replay_fraction: float = _help("share of each discriminator batch's fakes drawn from the replay buffer", 0.5)
+    cache_replay_features: bool = _help("keep a frozen encoder's features of replayed samples instead of re-encoding "
+                                        "them (ignored for encoder='policy')", True)
     max_response_tokens: int = _help("responses longer than this are truncated before encoding", 96)
 
 

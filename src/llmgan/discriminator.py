@@ -229,7 +229,7 @@ class HiddenStateEncoder:
     @classmethod
     def from_settings(cls, settings: Any, policy: Any, tokenizer: Any, reference_model: Any = None,
                       dtype: str = "auto", max_prompt_tokens: int = 256,
-                      trust_remote_code: bool = False) -> "HiddenStateEncoder":
+                      trust_remote_code: bool = False, device: Any = None) -> "HiddenStateEncoder":
         """Build the encoder named by `settings.encoder` (a DiscriminatorSettings).
 
         - 'reference': the peft policy with adapters disabled; for a full fine-tune, `reference_model`
@@ -237,7 +237,8 @@ class HiddenStateEncoder:
         - 'policy': the live policy (its features move as it trains; the replay buffer keeps texts
           for that reason).
         - anything else: a model path/id, loaded once with its own tokenizer, frozen, and placed on
-          the policy's device.
+          `device` (default: the policy's device now; pass the training device when the trainer moves
+          the policy there later).
         """
         kwargs = dict(layer=settings.hidden_layer, condition_on_prompt=settings.condition_on_prompt,
                       max_response_tokens=settings.max_response_tokens, max_prompt_tokens=max_prompt_tokens)
@@ -254,11 +255,13 @@ class HiddenStateEncoder:
 
         other = load_model(settings.encoder, dtype=dtype, trust_remote_code=trust_remote_code)
         other.requires_grad_(False)
-        try:
-            device = next(unwrap_model(policy).parameters()).device
+        if device is None:
+            try:
+                device = next(unwrap_model(policy).parameters()).device
+            except StopIteration:
+                device = None
+        if device is not None:
             other.to(device)
-        except StopIteration:
-            pass
         return cls(other, load_tokenizer(settings.encoder, trust_remote_code=trust_remote_code), **kwargs)
 
     # -- helpers ---------------------------------------------------------------------------------

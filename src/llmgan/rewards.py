@@ -131,12 +131,13 @@ def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> 
 class ReplayBuffer:
     """The most recent synthetic samples, as texts: {"prompt", "fake", "real"} dicts, oldest first.
 
-    Texts rather than encoded features: with the 'policy' encoder features go stale as the policy
-    moves (a replayed sample must be re-encoded by today's encoder to be comparable with today's
-    reals), texts are tiny on every device, and they go straight into a JSON checkpoint. The price is
-    re-encoding the replayed samples (with the frozen 'reference' encoder, cached features would be
-    cheaper; at the default 64 samples of <= 96 tokens this is a small share of a step). The real
-    response of the same prompt is kept so Bradley-Terry pairs survive replay.
+    Texts are the record: with the 'policy' encoder features go stale as the policy moves (a
+    replayed sample must be re-encoded by today's encoder to be comparable with today's reals), and
+    texts go straight into a JSON checkpoint. With a frozen encoder ('reference' or another model) a
+    text's features never change, so `features` (aligned with `items`) may carry each item's encoded
+    response positions ({"fake": [t, H], "real": [t', H]} tensors, or None) to spare re-encoding them
+    at every replay: measured in BENCHMARKS.md, the re-encoding was half of the discriminator's cost
+    per step. The real response of the same prompt is kept so Bradley-Terry pairs survive replay.
 
     Sampling is without replacement and deterministic: it uses the buffer's own torch.Generator,
     saved with the buffer.
@@ -145,17 +146,25 @@ class ReplayBuffer:
     def __init__(self, capacity: int, seed: int = 0):
         self.capacity = max(0, int(capacity))
         self.items: list[dict] = []
+        self.features: list[Optional[dict[str, torch.Tensor]]] = []
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def add(self, items: Iterable[dict]) -> None:
-        """Append items; beyond capacity the oldest are dropped."""
+    def add(self, items: Iterable[dict], features: Optional[Iterable[Optional[dict]]] = None) -> None:
+        """Append items (and their cached features, or None each); beyond capacity the oldest are dropped."""
         if not self.capacity:
             return
-        self.items.extend(dict(i) for i in items)
-        del self.items[:max(0, len(self.items) - self.capacity)]
+        items = [dict(i) for i in items]
+        features = list(features) if features is not None else [None] * len(items)
+        if len(features) != len(items):
+            raise ValueError(f"{len(items)} replay items but {len(features)} feature entries")
+        self.items.extend(items)
+        self.features.extend(features)
+        drop = max(0, len(self.items) - self.capacity)
+        del self.items[:drop]
+        del self.features[:drop]
 
     def sample_indices(self, n: int) -> list[int]:
         """min(n, len) distinct indices into `items`, drawn with the buffer's generator."""
@@ -171,8 +180,10 @@ class ReplayBuffer:
         return {"capacity": self.capacity, "items": [dict(i) for i in self.items], "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore texts and RNG; cached features are not part of the state (see DiscriminatorReward.save)."""
         self.capacity = int(state["capacity"])
         self.items = [dict(i) for i in state["items"]]
+        self.features = [None] * len(self.items)
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])
 
@@ -243,6 +254,18 @@ def _pad_cat(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.
     return torch.cat(hs), torch.cat(ms)
 
 
+def _stack_rows(rows: Sequence[torch.Tensor], hidden_size: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad per-row features [t_i, H] into (hidden [n, max(1, t_i), H], mask [n, T] bool)."""
+    t = max([1, *(r.shape[0] for r in rows)])
+    dtype = rows[0].dtype if rows else torch.float32
+    hidden = torch.zeros(len(rows), t, hidden_size, dtype=dtype, device=device)
+    mask = torch.zeros(len(rows), t, dtype=torch.bool, device=device)
+    for j, r in enumerate(rows):
+        hidden[j, :r.shape[0]] = r
+        mask[j, :r.shape[0]] = True
+    return hidden, mask
+
+
 def _prompt_key(prompt: Any) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
@@ -289,14 +312,15 @@ class DiscriminatorReward:
     """
 
     def __init__(self, settings: Any, reward: Any, encoder: HiddenStateEncoder, seed: int = 0,
-                 accelerator: Any = None, real_column: str = "response"):
+                 accelerator: Any = None, real_column: str = "response", device: Any = None):
         self.__name__ = "discriminator"  # TRL names reward functions by __name__
         self.settings = settings
         self.reward_settings = reward
         self.encoder = encoder
         self.accelerator = accelerator
         self.real_column = real_column
-        self.device = encoder.device
+        # D's device: given (the training device, where the trainer will move the policy), else the encoder's now
+        self.device = torch.device(device) if device is not None else encoder.device
         with torch.random.fork_rng(devices=[]):  # same init on every rank, global RNG untouched
             torch.manual_seed(seed)
             self.model = Discriminator(encoder.hidden_size, width=settings.width, layers=settings.layers,
@@ -315,6 +339,10 @@ class DiscriminatorReward:
         self.calls = 0    # scored generator batches so far
         self.metrics: dict[str, float] = {}
         self.faults: list[str] = []  # NaN/Inf found in the latest call (D's update skipped, rewards sanitised)
+        # A frozen encoder's features of a text never change: keep them with the replay buffer.
+        self.cache_features = bool(getattr(settings, "cache_replay_features", True)) and \
+            getattr(settings, "encoder", "reference") != "policy"
+        self.cache_hits = 0  # replayed rows served from cached features (benchmark/diagnostics)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -359,7 +387,8 @@ class DiscriminatorReward:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "replay": self.replay.state_dict(), "generator": self.generator.get_state(),
-                "updates": self.updates, "calls": self.calls, "watcher": self.watcher.state_dict()}
+                "updates": self.updates, "calls": self.calls, "watcher": self.watcher.state_dict(),
+                "replay_features": [dict(f) if f else None for f in self.replay.features]}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -368,10 +397,14 @@ class DiscriminatorReward:
         self.generator.set_state(state["generator"])
         self.updates, self.calls = int(state["updates"]), int(state["calls"])
         self.watcher.load_state_dict(state["watcher"])
+        features = state.get("replay_features")
+        if self.cache_features and features is not None and len(features) == len(self.replay.items):
+            self.replay.features = [dict(f) if f else None for f in features]
 
     WEIGHTS_FILE = "discriminator.safetensors"
     STATE_FILE = "discriminator_state.json"
     OPTIMIZER_FILE = "discriminator_optimizer.safetensors"
+    REPLAY_FEATURES_FILE = "replay_features.safetensors"  # optional: written when features are cached
     LEGACY_OPTIMIZER_FILE = "discriminator_optimizer.pt"  # read (weights_only) if a checkpoint predates the safetensors file
 
     def save(self, directory: str | Path) -> None:
@@ -391,6 +424,11 @@ class DiscriminatorReward:
         tensors["rng.generator"] = state["generator"]
         tensors["rng.replay_generator"] = replay.pop("generator")
         save_file(tensors, str(directory / self.OPTIMIZER_FILE), metadata={"format": "pt"})
+        # The frozen encoder's cached replay features, so a resumed run replays bit-identical features.
+        cached = {f"{i}.{kind}": t.detach().contiguous().cpu() for i, f in enumerate(self.replay.features) if f
+                  for kind, t in f.items()}
+        if cached:
+            save_file(cached, str(directory / self.REPLAY_FEATURES_FILE), metadata={"format": "pt"})
         meta = {"format": 2, "input_size": self.encoder.hidden_size, "updates": state["updates"],
                 "calls": state["calls"], "watcher": state["watcher"], "replay": replay, "optimizer": optimizer_meta,
                 "discriminator": dataclasses.asdict(self.settings) if dataclasses.is_dataclass(self.settings) else None,
@@ -424,6 +462,14 @@ class DiscriminatorReward:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise LlmganError(f"discriminator checkpoint in {directory} does not fit the current discriminator "
                               f"settings (layers/width/heads/pooling/lstm/encoder): {str(exc).splitlines()[0]}") from None
+        features_file = directory / self.REPLAY_FEATURES_FILE
+        if self.cache_features and features_file.is_file():
+            cached = load_file(str(features_file), device=str(self.device))
+            for key, tensor in cached.items():
+                index, kind = key.split(".", 1)
+                i = int(index)
+                if 0 <= i < len(self.replay.features) and tensor.ndim == 2 and tensor.shape[1] == self.encoder.hidden_size:
+                    self.replay.features[i] = {**(self.replay.features[i] or {}), kind: tensor}
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -452,10 +498,32 @@ class DiscriminatorReward:
                 reals.append(text)
             pair.append(index[key])
         cond = self.encoder.condition_on_prompt
-        fake_h, fake_m = self.encoder.encode(list(prompts) if cond else None, fakes)
-        real_h, real_m = self.encoder.encode(real_prompts if cond else None, reals)
+        fake_h, fake_m = (t.to(self.device) for t in self.encoder.encode(list(prompts) if cond else None, fakes))
+        real_h, real_m = (t.to(self.device) for t in self.encoder.encode(real_prompts if cond else None, reals))
         return _Batch(list(prompts), fakes, reals, torch.tensor(pair, dtype=torch.long, device=self.device),
                       fake_h, fake_m, real_h, real_m)
+
+    def _replay_features(self, used: list[int], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [len(used), T, H] and mask of the replay items `used`, `kind` 'fake' or 'real': served
+        from the buffer's cached features where present, the rest encoded now (and cached, if frozen)."""
+        rows: dict[int, torch.Tensor] = {}
+        missing = []
+        for i in used:
+            cached = self.replay.features[i]
+            if cached is not None and kind in cached:
+                rows[i] = cached[kind]
+            else:
+                missing.append(i)
+        if missing:
+            items = [self.replay.items[i] for i in missing]
+            prompts = [it["prompt"] for it in items] if self.encoder.condition_on_prompt else None
+            h, m = (t.to(self.device) for t in self.encoder.encode(prompts, [it[kind] for it in items]))
+            for j, i in enumerate(missing):
+                rows[i] = h[j, :int(m[j].sum())].clone()
+                if self.cache_features:
+                    self.replay.features[i] = {**(self.replay.features[i] or {}), kind: rows[i]}
+        self.cache_hits += len(used) - len(missing)
+        return _stack_rows([rows[i] for i in used], self.encoder.hidden_size, self.device)
 
     @contextlib.contextmanager
     def _own_rng(self):
@@ -499,12 +567,9 @@ class DiscriminatorReward:
         local = {i: j for j, i in enumerate(used)}
         rep_h = rep_m = rep_rh = rep_rm = None
         if used:
-            items = [self.replay.items[i] for i in used]
-            cond = self.encoder.condition_on_prompt
-            rep_prompts = [it["prompt"] for it in items] if cond else None
-            rep_h, rep_m = self.encoder.encode(rep_prompts, [it["fake"] for it in items])
+            rep_h, rep_m = self._replay_features(used, "fake")
             if s.loss == "bradley_terry":
-                rep_rh, rep_rm = self.encoder.encode(rep_prompts, [it["real"] for it in items])
+                rep_rh, rep_rm = self._replay_features(used, "real")
         metrics = {"timing/encode": self._elapsed(t0)}
 
         t0 = time.perf_counter()
@@ -573,8 +638,15 @@ class DiscriminatorReward:
 
     def _finish(self, batch: _Batch, metrics: dict[str, float], log_metric: Optional[Callable]) -> None:
         """Push this batch's fakes to the replay buffer, average metrics over ranks, publish them."""
-        self.replay.add({"prompt": p, "fake": f, "real": batch.reals[int(i)]}
-                        for p, f, i in zip(batch.prompts, batch.fakes, batch.pair.tolist()))
+        pairs = batch.pair.tolist()
+        features = None
+        if self.cache_features:  # frozen encoder: keep each fake's (and its real's) response features
+            n_fake = batch.fake_m.sum(1).tolist()
+            n_real = batch.real_m.sum(1).tolist()
+            features = [{"fake": batch.fake_h[j, :int(n_fake[j])].detach().clone(),
+                         "real": batch.real_h[i, :int(n_real[i])].detach().clone()} for j, i in enumerate(pairs)]
+        self.replay.add(({"prompt": p, "fake": f, "real": batch.reals[int(i)]}
+                         for p, f, i in zip(batch.prompts, batch.fakes, pairs)), features)
         world = self._world_size()
         if world > 1:
             keys = sorted(metrics)

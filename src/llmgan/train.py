@@ -353,6 +353,9 @@ def grpo_args(cfg: RunConfig, run_dir: Path):
 
     t, g = cfg.train, cfg.generation
     on_gpu = torch.cuda.is_available()
+    if g.backend == "vllm" and not on_gpu:
+        raise LlmganError("generation.backend=vllm needs a CUDA GPU (vLLM does not run on this machine's CPU); "
+                          "use generation.backend=hf")
     bf16 = cfg.model.dtype == "bfloat16" or (cfg.model.dtype == "auto" and on_gpu and torch.cuda.is_bf16_supported())
     return GRPOConfig(
         output_dir=str(run_dir),
@@ -389,6 +392,9 @@ def grpo_args(cfg: RunConfig, run_dir: Path):
         remove_unused_columns=False,
         save_only_model=False,
         dataloader_num_workers=0,
+        # every trainable parameter takes part in each forward (LoRA or full); False also lets DDP work with
+        # gradient checkpointing
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -442,6 +448,16 @@ def _make_stop_callback(request: _StopRequest):
     return StopOnSignal()
 
 
+def _clock() -> float:
+    """perf_counter after the GPU has finished its queued work (CUDA runs asynchronously, so phase timings
+    would otherwise land in whichever phase next waits for the GPU)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def _make_trainer_class():
     """Build the GRPOTrainer subclass lazily (importing TRL is slow; `--help` must stay fast)."""
     import torch
@@ -479,17 +495,17 @@ def _make_trainer_class():
 
         # 1. generate (timed)
         def _generate(self, prompts):
-            t0 = time.perf_counter()
+            t0 = _clock()
             out = super()._generate(prompts)
-            self._phase["generate"] = self._phase.get("generate", 0.0) + time.perf_counter() - t0
+            self._phase["generate"] = self._phase.get("generate", 0.0) + _clock() - t0
             return out
 
         # 2.-4. encode, discriminator update, rewards: inside the reward callable, which logs its own
         # metrics (discriminator/*, generator/reward_*, timing/encode, timing/discriminator) through TRL
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            t0 = time.perf_counter()
+            t0 = _clock()
             out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            self._phase["reward"] = time.perf_counter() - t0
+            self._phase["reward"] = _clock() - t0
             self._faults += list(getattr(self.disc_reward, "faults", None) or [])
             bad = ~torch.isfinite(out)
             if bad.any():
@@ -505,9 +521,9 @@ def _make_trainer_class():
 
         def _generate_and_score_completions(self, inputs):
             self._phase = {}
-            t0 = time.perf_counter()
+            t0 = _clock()
             out = super()._generate_and_score_completions(inputs)
-            total = time.perf_counter() - t0
+            total = _clock() - t0
             mode = "train" if self.model.training else "eval"
             gen, reward = self._phase.get("generate", 0.0), self._phase.get("reward", 0.0)
             self._metrics[mode]["timing/generate"].append(gen)
@@ -519,10 +535,10 @@ def _make_trainer_class():
         # 5. generator update (timed: the training step minus generation and scoring)
         def training_step(self, model, inputs, num_items_in_batch=None):
             self._faults = []
-            t0 = time.perf_counter()
+            t0 = _clock()
             loss = super().training_step(model, inputs, num_items_in_batch)
             self._metrics["train"]["timing/update"].append(
-                max(time.perf_counter() - t0 - self._phase.get("scoring_total", 0.0), 0.0))
+                max(_clock() - t0 - self._phase.get("scoring_total", 0.0), 0.0))
             if not bool(torch.isfinite(loss.detach()).all()):
                 self._faults.append(f"generator loss is {float(loss.detach().float().mean())}")
             return loss
@@ -795,8 +811,11 @@ def sample_eval(model, tok, rows, n: int, seed: int, cfg: RunConfig) -> list[dic
     return [{"prompt": p[-1]["content"], "real": r, "generated": t} for p, r, t in zip(prompts, rows["response"], texts)]
 
 
-def warmup_discriminator(cfg: RunConfig, model, tok, train, disc_reward, progress: bool = True) -> None:
-    """0. Discriminator-only steps on the starting policy's samples, before the generator moves."""
+def warmup_discriminator(cfg: RunConfig, model, tok, train, disc_reward, progress: bool = True, rank: int = 0) -> None:
+    """0. Discriminator-only steps on the starting policy's samples, before the generator moves.
+
+    Each process (`rank`) draws its own prompts; D's gradients are averaged over processes, so every
+    process ends the warm-up with the same discriminator."""
     import torch
 
     from llmgan.generator import generate_responses
@@ -805,14 +824,14 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, disc_reward, progres
     if n <= 0:
         return
     g = cfg.generation
-    rng = torch.Generator().manual_seed(cfg.train.seed + 1)
+    rng = torch.Generator().manual_seed(cfg.train.seed + 1 + 7919 * rank)
     for step in range(n):
         idx = torch.randperm(len(train), generator=rng)[: cfg.train.prompts_per_step].tolist()
         rows = train.select(idx)
         prompts = [list(m) for m in rows["prompt"] for _ in range(g.num_generations)]
         reals = [r for r in rows["response"] for _ in range(g.num_generations)]
         texts = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                   top_p=g.top_p, seed=cfg.train.seed * 100003 + step, progress=False,
+                                   top_p=g.top_p, seed=cfg.train.seed * 100003 + step + 7919 * rank, progress=False,
                                    batch_size=len(prompts))
         m = disc_reward.train_step(prompts=prompts, completions=texts, response=reals)
         if progress:
@@ -855,6 +874,33 @@ def save_final(run_dir: Path, model, tok, disc) -> Path:
     return final
 
 
+def save_final_distributed(run_dir: Path, trainer: Any, tok: Any, disc: Any) -> Path:
+    """save_final for several processes: every process takes part in gathering the generator's weights
+    (transformers' `save_model` handles DDP, DeepSpeed ZeRO-3 and FSDP), the main process writes them
+    with the tokenizer and the discriminator (identical on every rank) into a temp folder and renames it."""
+    final, tmp = run_dir / "final", run_dir / ".final.tmp"
+    main = trainer.accelerator.is_main_process
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    try:
+        trainer.save_model(str(tmp / "generator"))
+        if main:
+            (tmp / "generator" / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has it all
+            tok.save_pretrained(tmp / "generator")
+            disc.save(tmp / "discriminator")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+    except Exception as exc:
+        if not is_write_error(exc):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LlmganError(f"could not write the final models to {final}: {write_error(exc, run_dir)}; the newest "
+                          f"checkpoint {latest_checkpoint(run_dir) or '(none)'} is intact") from None
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
 def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
           checkpoint: Optional[str] = None) -> Path:
     """Run (or resume) adversarial training; returns the run folder.
@@ -873,48 +919,63 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progres
         return train_embedding(cfg, resume=resume, overwrite=overwrite, progress=progress)
     if checkpoint and not resume:
         raise LlmganError("--checkpoint goes with --resume RUN")
+    from accelerate import PartialState
     from transformers import set_seed
 
     from llmgan.discriminator import HiddenStateEncoder
     from llmgan.plots import plot_metrics
     from llmgan.rewards import DiscriminatorReward
 
-    run_dir = prepare_run_dir(cfg, resume, overwrite)
-    ckpt = _resume_point(run_dir, checkpoint) if resume else None
+    # Under `accelerate launch` / torchrun this sets up the process group (gloo on CPU, NCCL on GPUs);
+    # alone it is a single process. The main process alone touches the run folder.
+    import torch
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: gloo across CPU processes
+    main = state.is_main_process
+    device = state.device if state.device.type != "cpu" else torch.device("cpu")
+    progress = progress and main
+    run_dir, ckpt = _prepare_on_main(state, cfg, resume, overwrite, checkpoint)
     set_seed(cfg.train.seed)
     tok, model = build_policy(cfg)
     train_rows, eval_rows = load_train_dataset(cfg, tok)
     check_context_length(cfg, model, tok, train_rows)
 
     # the encoder reads hidden states; 'reference' = the policy with adapters disabled (a frozen copy of
-    # the start model for full fine-tuning)
+    # the start model for full fine-tuning). D lives on this process's device (the policy is moved there
+    # by the trainer below; a separate encoder model is placed there now).
     encoder = HiddenStateEncoder.from_settings(cfg.discriminator, policy=model, tokenizer=tok,
                                                dtype=cfg.model.dtype, max_prompt_tokens=cfg.data.max_prompt_tokens,
-                                               trust_remote_code=cfg.model.trust_remote_code)
-    disc_reward = DiscriminatorReward(cfg.discriminator, cfg.reward, encoder, seed=cfg.train.seed)
+                                               trust_remote_code=cfg.model.trust_remote_code, device=device)
+    disc_reward = DiscriminatorReward(cfg.discriminator, cfg.reward, encoder, seed=cfg.train.seed,
+                                      device=device)
 
     Trainer = _make_trainer_class()
-    run_logger = _make_logging_callback(run_dir, cfg.train.steps, progress)(cfg.train.sample_every)
+    # metrics.jsonl, TensorBoard, samples and the progress bar: written once, by the main process (TRL
+    # averages the logged metrics over processes, the reward averages D's metrics)
+    run_logger = _make_logging_callback(run_dir, cfg.train.steps, progress)(cfg.train.sample_every) if main else None
     stop = _StopRequest()
+    callbacks = [c for c in (run_logger, _make_stop_callback(stop)) if c is not None]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*loss_type.*")
         trainer = Trainer(model=model, reward_funcs=[disc_reward], args=grpo_args(cfg, run_dir),
                           train_dataset=train_rows, processing_class=tok,
-                          callbacks=[run_logger, _make_stop_callback(stop)], disc_reward=disc_reward,
+                          callbacks=callbacks, disc_reward=disc_reward,
                           keep_checkpoints=cfg.train.keep_checkpoints,
                           max_consecutive_faults=cfg.train.max_consecutive_faults)
-    run_logger.trainer = trainer
+    disc_reward.accelerator = trainer.accelerator
+    if run_logger is not None:
+        run_logger.trainer = trainer
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our RunLogger prints (progress bar) and writes the metrics
 
     before = None
     if ckpt is None:
-        if resume:
+        if resume and main:
             print(f"no complete checkpoint in {run_dir}; starting from step 0")
         before = sample_eval(model, tok, eval_rows, 4, cfg.train.seed, cfg) if progress else None
-        warmup_discriminator(cfg, model, tok, train_rows, disc_reward, progress)
-    else:
+        warmup_discriminator(cfg, model, tok, train_rows, disc_reward, progress, rank=state.process_index)
+    elif main:
         print(f"resuming from {ckpt}")
     stop.install()
     try:
@@ -925,21 +986,50 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progres
                           f"resume from another checkpoint (--checkpoint) or start again") from None
     finally:
         stop.restore()
-        run_logger.close()
-        try:
-            plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots")
-        except OSError as exc:
-            print(f"warning: could not write plots: {write_error(exc, run_dir)}", file=sys.stderr)
+        if run_logger is not None:
+            run_logger.close()
+            try:
+                plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots")
+            except OSError as exc:
+                print(f"warning: could not write plots: {write_error(exc, run_dir)}", file=sys.stderr)
     if stop.signum is not None:
         last = latest_checkpoint(run_dir)
         print(f"stopped by {signal.Signals(stop.signum).name} after step {trainer.state.global_step}; checkpoint "
               f"{last} written; continue with: llmgan train --resume {run_dir}", file=sys.stderr, flush=True)
         raise TrainingInterrupted(f"stopped after step {trainer.state.global_step}; checkpoint {last}")
-    save_final(run_dir, trainer.model, tok, disc_reward)
+    if state.num_processes > 1:
+        save_final_distributed(run_dir, trainer, tok, disc_reward)
+    else:
+        save_final(run_dir, trainer.model, tok, disc_reward)
     if before is not None:
         after = sample_eval(trainer.model, tok, eval_rows, 4, cfg.train.seed, cfg)
         _write_json_atomic(run_dir / "samples_before_after.json", {"before": before, "after": after})
+    state.wait_for_everyone()
     return run_dir
+
+
+def _prepare_on_main(state: Any, cfg: RunConfig, resume: bool, overwrite: bool,
+                     checkpoint: Optional[str]) -> tuple[Path, Optional[Path]]:
+    """Run-folder preparation and the resume point, on the main process only; the others wait for its
+    outcome (the folder, the checkpoint, or its error, raised on every process so none hangs)."""
+    if state.num_processes == 1:
+        run_dir = prepare_run_dir(cfg, resume, overwrite)
+        return run_dir, (_resume_point(run_dir, checkpoint) if resume else None)
+    from accelerate.utils import broadcast_object_list
+
+    outcome: list[Any] = [None]
+    if state.is_main_process:
+        try:
+            run_dir = prepare_run_dir(cfg, resume, overwrite)
+            ckpt = _resume_point(run_dir, checkpoint) if resume else None
+            outcome = [{"run_dir": str(run_dir), "ckpt": str(ckpt) if ckpt else None}]
+        except LlmganError as exc:
+            outcome = [{"error": str(exc)}]
+    broadcast_object_list(outcome, from_process=0)
+    result = outcome[0]
+    if "error" in result:
+        raise LlmganError(result["error"])
+    return Path(result["run_dir"]), (Path(result["ckpt"]) if result["ckpt"] else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -969,5 +1059,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
     run_dir = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet,
                     checkpoint=args.checkpoint)
-    print(f"run folder: {run_dir}  (metrics.jsonl, plots/, final/generator, final/discriminator)")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # the state train() set up: one line, not one per process
+        print(f"run folder: {run_dir}  (metrics.jsonl, plots/, final/generator, final/discriminator)")
     return 0
