@@ -590,15 +590,31 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _same_cell(a: dict, b: dict) -> bool:
+    return ((a["prompts"], a["generations"], a["max_new_tokens"], tuple(a.get("overrides", [])))
+            == (b["prompts"], b["generations"], b["max_new_tokens"], tuple(b.get("overrides", []))))
+
+
 def plot_grid(grid: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = grid["cells"]
+    cells = [c for c in grid["cells"] if not c.get("overrides")]  # lines: the plain cells
+    others = [c for c in grid["cells"] if c.get("overrides")]  # e.g. gradient checkpointing: single markers
     base = (4, 4, 64)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for c in others:
+        key = (c["prompts"], c["generations"], c["max_new_tokens"])
+        diff = [i for i in range(3) if key[i] != base[i]]
+        if len(diff) != 1:
+            continue
+        x = key[diff[0]] / base[diff[0]]
+        cpu = statistics.median(r["cpu_s"] for r in c["steps"])
+        label = f"{'x'.join(map(str, key))} with {', '.join(c['overrides'])}"
+        axes[0].plot([x], [cpu], marker="x", linestyle="none", markersize=9, label=label)
+        axes[1].plot([x], [c["peak_rss_mb"]], marker="x", linestyle="none", markersize=9, label=label)
     for label, idx, values in (("prompts per step", 0, (4, 8, 16)), ("generations per prompt", 1, (2, 4, 8)),
                                ("completion length", 2, (32, 64, 128))):
         pts = []
@@ -664,6 +680,15 @@ def main(argv=None) -> int:
                 if isinstance(v, dict) and k in ("overhead", "prototype", "encode", "grid"):
                     v.setdefault("_machine", part["machine"])
                     v.setdefault("_command", part.get("command", ""))
+                    if k == "grid" and k in results:  # grid runs add cells (a later run's cell replaces the same cell)
+                        for c in v["cells"]:
+                            c.setdefault("_command", v["_command"])
+                        keep = [c for c in results[k]["cells"] if not any(_same_cell(c, d) for d in v["cells"])]
+                        results[k] = dict(results[k], cells=keep + v["cells"])
+                        continue
+                    if k == "grid":
+                        for c in v["cells"]:
+                            c.setdefault("_command", v["_command"])
                     results[k] = v
                 elif k not in results:
                     results[k] = v
