@@ -112,6 +112,25 @@ def test_sft_baseline_moves_the_model(tiny_model_dir, demo_data, tmp_path):
     assert losses and all(torch.isfinite(torch.tensor(losses)))
 
 
+def test_sft_warm_start_then_adversarial(tiny_model_dir, demo_data, tmp_path):
+    """train.sft_warm_start: SFT into RUN/sft first, then the adversarial steps from that model; a resumed
+    run reuses the finished SFT model instead of training it again."""
+    from llmgan.train import train
+
+    cfg = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "warm", "train.sft_warm_start=true", "train.sft_steps=2",
+                   "train.sft_lr=5e-3", "train.steps=1", "train.save_every=1")
+    run = train(cfg, progress=False)
+    sft_adapter = run / "sft" / "final" / "generator" / "adapter_model.safetensors"
+    assert sft_adapter.is_file() and [r["step"] for r in read_metrics(run / "sft") if "sft/loss" in r]
+    assert any(v.abs().sum() > 0 for k, v in load_file(sft_adapter).items() if "lora_B" in k)
+    assert [r["step"] for r in read_metrics(run)] == [1]
+    stamp = sft_adapter.stat().st_mtime_ns
+    again = train(tiny_cfg(tiny_model_dir, demo_data, run, "train.sft_warm_start=true", "train.sft_steps=2",
+                           "train.steps=2", "train.save_every=1"), resume=True, progress=False)
+    assert sft_adapter.stat().st_mtime_ns == stamp
+    assert [r["step"] for r in read_metrics(again)] == [1, 2]
+
+
 def test_embedding_objective_passes_gradient_into_the_generator(tiny_model_dir, demo_data, tmp_path):
     """The prototype's objective: D's loss through the policy's own encoding reaches the LoRA weights."""
     from peft import LoraConfig, get_peft_model

@@ -140,7 +140,10 @@ class TrainSettings:
     save_every: int = _help("checkpoint every N steps", 25)
     keep_checkpoints: int = _help("keep the last N checkpoints", 2)
     max_consecutive_faults: int = _help("stop after this many consecutive NaN/Inf steps", 5)
-    sft_steps: int = _help("supervised steps (for `llmgan sft`)", 100)
+    sft_steps: int = _help("supervised steps (for `llmgan sft`, and for the warm start below)", 100)
+    sft_lr: float = _help("learning rate of the supervised steps (0 = train.lr)", 0.0)
+    sft_warm_start: bool = _help("`llmgan train` first fine-tunes on the real responses for train.sft_steps steps "
+                                 "(into RUN/sft) and trains adversarially from that model; it is also the KL reference", False)
 
 
 @dataclass
@@ -193,6 +196,12 @@ class RunConfig:
             problems.append("model.lora.r must be >= 1 and model.lora.alpha > 0")
         if self.data.max_train_samples is not None and self.data.max_train_samples < 1:
             problems.append(f"data.max_train_samples must be >= 1 or null (got {self.data.max_train_samples})")
+        if t.sft_steps < 1 and t.sft_warm_start:
+            problems.append(f"train.sft_steps must be >= 1 with train.sft_warm_start (got {t.sft_steps})")
+        if t.sft_lr < 0:
+            problems.append(f"train.sft_lr must be >= 0 (got {t.sft_lr}; 0 = train.lr)")
+        if t.sft_warm_start and t.objective == "embedding":
+            problems.append("train.sft_warm_start works with objective=policy_gradient only")
         if t.sample_every < 0 or r.saturation_window < 0:
             problems.append("train.sample_every and reward.saturation_window must be >= 0")
         if not 0 <= t.seed < 2**32:

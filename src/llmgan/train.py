@@ -733,7 +733,7 @@ def _make_logging_callback(run_dir: Path, total_steps: int, progress: bool):
 # The adversarial run
 
 
-RUN_FOLDER_ENTRIES = ("config.yaml", "metrics.jsonl", "faults.jsonl", "tensorboard", "plots", "samples", "final",
+RUN_FOLDER_ENTRIES = ("config.yaml", "metrics.jsonl", "faults.jsonl", "tensorboard", "plots", "samples", "final", "sft",
                       "samples_before_after.json", "README.md", "completions", STAGING_DIR, ".final.tmp")
 """What `llmgan train` (and TRL: README.md model card) writes at the top of a run folder, besides checkpoint-N."""
 
@@ -935,6 +935,8 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progres
     device = state.device if state.device.type != "cpu" else torch.device("cpu")
     progress = progress and main
     run_dir, ckpt = _prepare_on_main(state, cfg, resume, overwrite, checkpoint)
+    if cfg.train.sft_warm_start:
+        cfg = _sft_warm_start(cfg, run_dir, state, progress)
     set_seed(cfg.train.seed)
     tok, model = build_policy(cfg)
     train_rows, eval_rows = load_train_dataset(cfg, tok)
@@ -1006,6 +1008,34 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progres
         _write_json_atomic(run_dir / "samples_before_after.json", {"before": before, "after": after})
     state.wait_for_everyone()
     return run_dir
+
+
+SFT_DIR = "sft"  # the warm start's own run folder inside the adversarial run folder
+
+
+def _sft_warm_start(cfg: RunConfig, run_dir: Path, state: Any, progress: bool) -> RunConfig:
+    """train.sft_warm_start: supervised fine-tuning first (RUN/sft, `llmgan sft` with this config), then the
+    adversarial run starts from RUN/sft/final/generator, which is also its KL reference and (with
+    encoder=reference) the discriminator's encoder. Done once: a resumed run reuses the finished SFT model,
+    an SFT stage cut short is run again."""
+    import dataclasses
+
+    from llmgan.sft import sft
+
+    if state.num_processes > 1:
+        raise LlmganError("train.sft_warm_start runs in a single process; with several processes run "
+                          "`llmgan sft` first and pass its final/generator folder as model.name")
+    sft_dir = run_dir / SFT_DIR
+    generator = sft_dir / "final" / "generator"
+    if not generator.is_dir():
+        if progress:
+            print(f"SFT warm start: {cfg.train.sft_steps} supervised steps into {sft_dir}")
+        sft_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(sft_dir),
+                                                                     sft_warm_start=False))
+        sft(sft_cfg, overwrite=sft_dir.exists(), progress=False)
+    elif progress:
+        print(f"SFT warm start: using {generator}")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=str(generator)))
 
 
 def _prepare_on_main(state: Any, cfg: RunConfig, resume: bool, overwrite: bool,
