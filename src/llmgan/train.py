@@ -855,38 +855,27 @@ def _resume_point(run_dir: Path, checkpoint: Optional[str]) -> Optional[Path]:
     return ckpt
 
 
-def save_final(run_dir: Path, model, tok, disc) -> Path:
-    """Write final/generator (adapter or full model) and final/discriminator atomically (temp folder, rename)."""
-    final, tmp = run_dir / "final", run_dir / ".final.tmp"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp / "generator", safe_serialization=True)
-        tok.save_pretrained(tmp / "generator")
-        disc.save(tmp / "discriminator")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except Exception as exc:
-        if not is_write_error(exc):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise LlmganError(f"could not write the final models to {final}: {write_error(exc, run_dir)}; the newest "
-                          f"checkpoint {latest_checkpoint(run_dir) or '(none)'} is intact") from None
-    return final
+def save_final(run_dir: Path, model, tok, disc, trainer: Any = None) -> Path:
+    """Write final/generator (adapter or full model) and final/discriminator atomically (temp folder, rename).
 
-
-def save_final_distributed(run_dir: Path, trainer: Any, tok: Any, disc: Any) -> Path:
-    """save_final for several processes: every process takes part in gathering the generator's weights
-    (transformers' `save_model` handles DDP, DeepSpeed ZeRO-3 and FSDP), the main process writes them
-    with the tokenizer and the discriminator (identical on every rank) into a temp folder and renames it."""
+    With a `trainer` running several processes, every process takes part in gathering the generator's
+    weights (transformers' `Trainer.save_model` handles DDP, DeepSpeed ZeRO-3 and FSDP); the main process
+    writes them with the tokenizer and the discriminator (identical on every rank) and renames the folder.
+    """
     final, tmp = run_dir / "final", run_dir / ".final.tmp"
-    main = trainer.accelerator.is_main_process
-    if main:
-        shutil.rmtree(tmp, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
+    accelerator = trainer.accelerator if trainer is not None and trainer.accelerator.num_processes > 1 else None
+    main = accelerator is None or accelerator.is_main_process
     try:
-        trainer.save_model(str(tmp / "generator"))
         if main:
-            (tmp / "generator" / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has it all
+            shutil.rmtree(tmp, ignore_errors=True)
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+            trainer.save_model(str(tmp / "generator"))
+            if main:  # transformers also pickles its TrainingArguments there; config.yaml holds the settings
+                (tmp / "generator" / "training_args.bin").unlink(missing_ok=True)
+        else:
+            model.save_pretrained(tmp / "generator", safe_serialization=True)
+        if main:
             tok.save_pretrained(tmp / "generator")
             disc.save(tmp / "discriminator")
             shutil.rmtree(final, ignore_errors=True)
@@ -897,7 +886,8 @@ def save_final_distributed(run_dir: Path, trainer: Any, tok: Any, disc: Any) -> 
         shutil.rmtree(tmp, ignore_errors=True)
         raise LlmganError(f"could not write the final models to {final}: {write_error(exc, run_dir)}; the newest "
                           f"checkpoint {latest_checkpoint(run_dir) or '(none)'} is intact") from None
-    trainer.accelerator.wait_for_everyone()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return final
 
 
@@ -999,10 +989,7 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progres
         print(f"stopped by {signal.Signals(stop.signum).name} after step {trainer.state.global_step}; checkpoint "
               f"{last} written; continue with: llmgan train --resume {run_dir}", file=sys.stderr, flush=True)
         raise TrainingInterrupted(f"stopped after step {trainer.state.global_step}; checkpoint {last}")
-    if state.num_processes > 1:
-        save_final_distributed(run_dir, trainer, tok, disc_reward)
-    else:
-        save_final(run_dir, trainer.model, tok, disc_reward)
+    save_final(run_dir, trainer.model, tok, disc_reward, trainer=trainer)
     if before is not None:
         after = sample_eval(trainer.model, tok, eval_rows, 4, cfg.train.seed, cfg)
         _write_json_atomic(run_dir / "samples_before_after.json", {"before": before, "after": after})
