@@ -158,3 +158,11 @@ def test_embedding_objective_passes_gradient_into_the_generator(tiny_model_dir, 
     assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["generator/loss"]) for r in rows)
     adapter = load_file(run / "final" / "generator" / "adapter_model.safetensors")
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+
+
+def test_running_mean_hand_values():
+    from llmgan.plots import running_mean, smoothing_window
+
+    assert running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert running_mean([1.0, float("nan"), 3.0], 3) == [1.0, 1.0, 2.0]
+    assert smoothing_window(10) == 1 and smoothing_window(100) == 10 and smoothing_window(1000) == 25

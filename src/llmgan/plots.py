@@ -22,6 +22,23 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
+def smoothing_window(n: int) -> int:
+    """Running-mean window for a curve of n points: none below 20 points, then about n / 10 (at most 25)."""
+    return 1 if n < 20 else min(25, max(3, n // 10))
+
+
+def running_mean(values, window: int) -> list[float]:
+    """Trailing running mean [n] -> [n]; the first points average what is there so far. NaN/Inf are skipped."""
+    out, buf = [], []
+    for v in values:
+        buf.append(v)
+        if len(buf) > window:
+            buf.pop(0)
+        finite = [x for x in buf if x == x and abs(x) != float("inf")]
+        out.append(sum(finite) / len(finite) if finite else float("nan"))
+    return out
+
+
 def plot_metrics(metrics_file: str | Path, out_dir: str | Path) -> list[Path]:
     """One PNG per metric namespace (discriminator, generator, timing, ...); returns the files written."""
     import matplotlib
@@ -47,7 +64,13 @@ def plot_metrics(metrics_file: str | Path, out_dir: str | Path) -> list[Path]:
         fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 2.8 * nrows), squeeze=False)
         for ax, name in zip(axes.flat, names):
             xs, ys = zip(*metrics[name])
-            ax.plot(xs, ys, lw=1.2)
+            window = smoothing_window(len(ys))
+            if window > 1:  # per-step values are noisy (16 samples a step): raw faint, running mean on top
+                ax.plot(xs, ys, lw=0.8, alpha=0.35, color="tab:blue")
+                ax.plot(xs, running_mean(ys, window), lw=1.6, color="tab:blue", label=f"mean of {window} steps")
+                ax.legend(fontsize=6, loc="best")
+            else:
+                ax.plot(xs, ys, lw=1.2)
             ax.set_title(f"{ns}/{name}", fontsize=9)
             ax.set_xlabel("step", fontsize=8)
             ax.tick_params(labelsize=7)
