@@ -178,6 +178,10 @@ def load_model(name: Optional[str], dtype: str = "auto", trust_remote_code: bool
 
         model = load_model(base, dtype=dtype, trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        # The merged model now *is* this folder's model: an adapter trained on top of it (e.g. adversarial
+        # training after SFT) must record this folder as its base, not the original base model, or loading
+        # it later would silently drop this folder's weights. peft reads the base from name_or_path.
+        model.config._name_or_path = model.name_or_path = str(Path(path).resolve())
         model.eval()
         return model
     _refuse_remote_code(path, trust_remote_code)
