@@ -136,7 +136,7 @@ def make_cfg(args, *extra: str):
 
     return load_config(args.config, [
         f"data.path={args.data}", f"model.name={args.model}", f"train.output_dir={args.tmp}/run", "discriminator.warmup_steps=0",
-        "train.sample_every=0", "train.save_every=1000000", "train.steps=1",
+        "train.sample_every=0", "train.save_every=1000000", "train.steps=1", "train.sft_warm_start=false",
         f"train.prompts_per_step={args.prompts}", f"generation.num_generations={args.generations}",
         f"generation.max_new_tokens={args.tokens}", f"model.dtype={args.dtype}", *extra, *args.set])
 

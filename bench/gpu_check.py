@@ -199,7 +199,7 @@ def build_trainer(args, model, tok, data_dir: Path, prompts: int, gens: int, tok
     cfg = load_config(str(REPO / "configs" / "twon-reply.yaml"), [
         f"data.path={data_dir}", "model.name=null", f"model.dtype={'bfloat16' if args.device == 'cuda' else 'float32'}",
         f"train.output_dir={args.tmp}/run-{reward}", "discriminator.warmup_steps=0", "train.sample_every=0",
-        "train.save_every=1000000", "train.steps=1", f"train.prompts_per_step={prompts}",
+        "train.save_every=1000000", "train.steps=1", "train.sft_warm_start=false", f"train.prompts_per_step={prompts}",
         f"generation.num_generations={gens}", f"generation.max_new_tokens={tokens}"]
         + (["discriminator.hidden_layer=2"] if args.smoke else []))
     set_seed(0)
@@ -329,7 +329,7 @@ def stage_train_smoke(args, tok, data_dir: Path) -> dict:
 
     importlib.reload(llmgan.models)  # undo patch_loading
     cfg = load_config(str(REPO / "configs" / "twon-reply.yaml"), [
-        f"model.name={folder}", f"data.path={data_dir}", f"train.output_dir={args.tmp}/smoke-run", "train.steps=1",
+        f"model.name={folder}", f"data.path={data_dir}", f"train.output_dir={args.tmp}/smoke-run", "train.steps=1", "train.sft_warm_start=false",
         "discriminator.warmup_steps=1", "train.sample_every=1", "train.save_every=1"]
         + (["discriminator.hidden_layer=2"] if args.smoke else []))
     t0 = time.perf_counter()
