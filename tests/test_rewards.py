@@ -288,12 +288,18 @@ def test_tiny_model_trl_style_call(tiny_policy):
     assert len(rw(prompts=["plain prompt"] * 2, completions=["a", "b"], response=["Real", "Real"])) == 2
 
 
-def test_tiny_model_prompt_conditioned_bradley_terry(tiny_policy):
+def test_tiny_model_prompt_conditioned_bradley_terry(tiny_policy, tmp_path):
     rw = make_reward(tiny_policy, condition_on_prompt=True, loss="bradley_terry")
     for step in range(2):
         p, c, r = trl_batch(step)
         rewards = rw(prompts=p, completions=c, response=r)
     assert len(rewards) == 6 and all(math.isfinite(x) for x in rewards)
+    assert all(f is not None and set(f) == {"fake", "real"} for f in rw.replay.features)
+    rw.save(tmp_path / "d")  # a group's items share their real's cached tensor
+    restored = make_reward(tiny_policy, seed=9, condition_on_prompt=True, loss="bradley_terry")
+    restored.load(tmp_path / "d")
+    p, c, r = trl_batch(2)
+    assert restored(prompts=p, completions=c, response=r) == rw(prompts=p, completions=c, response=r)
 
 
 def test_tiny_model_state_round_trip(tiny_policy, tmp_path):
@@ -339,7 +345,7 @@ def test_frozen_encoder_replay_features_are_cached_not_reencoded():
     p, c, r = trl_batch(0)
     rw(p, c, response=r)
     first = enc.rows  # 6 fakes + 2 reals, nothing to replay yet
-    assert first == 8 and all(f is not None for f in rw.replay.features)
+    assert first == 8 and all(f is not None and set(f) == {"fake"} for f in rw.replay.features)  # BCE: fakes only
     rw(p, c, response=r)
     assert enc.rows - first == 8  # the replayed fakes came from the cache
     assert rw.cache_hits == 6 and rw.metrics["discriminator/replay_samples"] == 6.0

@@ -425,7 +425,8 @@ class DiscriminatorReward:
         tensors["rng.replay_generator"] = replay.pop("generator")
         save_file(tensors, str(directory / self.OPTIMIZER_FILE), metadata={"format": "pt"})
         # The frozen encoder's cached replay features, so a resumed run replays bit-identical features.
-        cached = {f"{i}.{kind}": t.detach().contiguous().cpu() for i, f in enumerate(self.replay.features) if f
+        # (cloned: items of one prompt group share their real's tensor, and safetensors refuses shared memory)
+        cached = {f"{i}.{kind}": t.detach().cpu().clone() for i, f in enumerate(self.replay.features) if f
                   for kind, t in f.items()}
         if cached:
             save_file(cached, str(directory / self.REPLAY_FEATURES_FILE), metadata={"format": "pt"})
@@ -640,11 +641,14 @@ class DiscriminatorReward:
         """Push this batch's fakes to the replay buffer, average metrics over ranks, publish them."""
         pairs = batch.pair.tolist()
         features = None
-        if self.cache_features:  # frozen encoder: keep each fake's (and its real's) response features
+        if self.cache_features:  # frozen encoder: keep each fake's response features (and its real's, for BT pairs)
             n_fake = batch.fake_m.sum(1).tolist()
-            n_real = batch.real_m.sum(1).tolist()
-            features = [{"fake": batch.fake_h[j, :int(n_fake[j])].detach().clone(),
-                         "real": batch.real_h[i, :int(n_real[i])].detach().clone()} for j, i in enumerate(pairs)]
+            features = [{"fake": batch.fake_h[j, :int(n)].detach().clone()} for j, n in enumerate(n_fake)]
+            if self.settings.loss == "bradley_terry":
+                n_real = batch.real_m.sum(1).tolist()
+                reals = [batch.real_h[i, :int(n)].detach().clone() for i, n in enumerate(n_real)]  # once per real
+                for f, i in zip(features, pairs):
+                    f["real"] = reals[i]
         self.replay.add(({"prompt": p, "fake": f, "real": batch.reals[int(i)]}
                          for p, f, i in zip(batch.prompts, batch.fakes, pairs)), features)
         world = self._world_size()
