@@ -119,6 +119,28 @@ def test_detector_and_mauve_on_toy_features():
     assert ev.mauve_score(a, b, seed=0) < 0.1
 
 
+def test_auroc_bootstrap_intervals():
+    rng = np.random.default_rng(0)
+    g, r = rng.normal(1, 1, 200), rng.normal(0, 1, 200)  # AUROC about Phi(1/sqrt 2) = 0.76
+    from sklearn.metrics import roc_auc_score
+
+    auc = roc_auc_score(np.r_[np.ones(200), np.zeros(200)], np.r_[g, r])
+    low, high = ev.auroc_ci(g, r, seed=0)
+    assert low < auc < high and 0.03 < high - low < 0.15  # binomial-scale width for n = 200
+    assert ev.auroc_ci(g, r, seed=0) == (low, high)  # seeded
+    # perfectly separated scores: every resample has AUROC 1
+    assert ev.auroc_ci(g + 100, r, seed=0) == pytest.approx((1.0, 1.0))
+    # a system against itself: difference exactly 0 in every resample
+    assert ev.auroc_difference_ci(g, r, g, r, seed=0) == pytest.approx((0.0, 0.0, 0.0))
+    # a clearly better (less detectable) system: negative difference, interval excludes 0
+    diff, dl, dh = ev.auroc_difference_ci(g, r, rng.normal(0, 1, 200), r, seed=0)
+    assert dl <= diff <= dh < 0
+    with pytest.raises(LlmganError, match="paired"):
+        ev.auroc_ci(g, r[:-1])
+    with pytest.raises(LlmganError, match="same length"):
+        ev.auroc_difference_ci(g, r, g[:-1], r)
+
+
 # ------------------------------------------------------------------------------ whole evaluation
 
 def test_two_samples_of_the_same_set_are_indistinguishable(halves):
@@ -132,6 +154,7 @@ def test_two_samples_of_the_same_set_are_indistinguishable(halves):
     assert abs(m["human_detector_auroc"] - 0.5) < 0.2 and m["human_mauve"] > 0.8
     assert m["n_pairs"] == len(halves[0]) and m["human_floor_half_size"] == len(halves[0]) // 2
     assert set(m["same_size_as_floor"]) >= {"detector_auroc", "mauve", "frechet_distance"}
+    assert m["detector_auroc_ci"]["low"] <= m["detector_auroc"] <= m["detector_auroc_ci"]["high"]
     json.dumps(m, allow_nan=False)
 
 
@@ -260,4 +283,11 @@ def test_cli_compare(tmp_path, halves, capsys):
     assert f"| Pairs evaluated | {n} | {n} | {n} |  |" in md
     data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert data["systems"]["base"]["detector_auroc"] > data["systems"]["gan"]["detector_auroc"]
+    (d,) = data["detector_auroc_difference_vs_first"]
+    assert (d["system"], d["baseline"]) == ("gan", "base")
+    assert d["difference"] == pytest.approx(data["systems"]["gan"]["detector_auroc"]
+                                            - data["systems"]["base"]["detector_auroc"], abs=1e-6)
+    assert d["low"] <= d["difference"] <= d["high"] < 0  # the #tag is detectable: a real, not noise, gain
+    assert "Detector AUROC minus base's" in md and "gan: -" in md
+    assert "Detector AUROC minus base's" in stdout
     assert (tmp_path / "cmp" / "comparison.html").is_file()

@@ -241,6 +241,71 @@ def detector_auroc(x_generated, x_real, *, seed: int = 0, folds: int = 5, groups
     return float(roc_auc_score(y, scores)), scores[:len(xg)], scores[len(xg):], (fpr, tpr)
 
 
+BOOTSTRAP_RESAMPLES = 1000
+CI_LEVEL = 0.95
+
+
+def _paired_bootstrap(data, statistic, *, n_resamples: int, level: float, seed: int):
+    """scipy's percentile bootstrap, resampling pairs (index i of every array together)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    res = bootstrap([np.asarray(a, dtype=np.float64) for a in data], statistic, paired=True, vectorized=False,
+                    n_resamples=n_resamples, confidence_level=level, method="percentile", rng=seed)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+@_one_thread
+def auroc_ci(scores_generated, scores_real, *, n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
+             seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval (low, high) of the AUROC of scores_generated (label 1) vs scores_real (0).
+
+    scores_generated[i] and scores_real[i] (shape (n,) each) belong to the same prompt and are resampled
+    together. This is the test-set noise of the detector's out-of-fold scores: the detector is not refitted
+    and the generator not retrained, so the spread between training seeds comes on top.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    n = len(scores_generated)
+    if len(scores_real) != n:
+        raise LlmganError(f"auroc_ci needs paired scores (got {n} generated and {len(scores_real)} real)")
+    y = [1] * n + [0] * n
+
+    def stat(g, r):
+        import numpy as np
+
+        return roc_auc_score(y, np.concatenate([g, r]))
+
+    return _paired_bootstrap((scores_generated, scores_real), stat, n_resamples=n_resamples, level=level, seed=seed)
+
+
+@_one_thread
+def auroc_difference_ci(base_generated, base_real, scores_generated, scores_real, *,
+                        n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """(difference, low, high): AUROC(scores_generated, scores_real) - AUROC(base_generated, base_real).
+
+    All four arrays have shape (n,) and index i is the same prompt in each (two systems judged on the same
+    real responses in the same order); one bootstrap resample of prompts applies to both systems, so the
+    interval is that of a paired comparison. An interval that excludes 0 means the difference is larger
+    than the test-set noise of n prompts.
+    """
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    arrays = [np.asarray(a, dtype=np.float64) for a in (base_generated, base_real, scores_generated, scores_real)]
+    if len({len(a) for a in arrays}) != 1:
+        raise LlmganError("auroc_difference_ci needs four arrays of the same length (paired by prompt)")
+    n = len(arrays[0])
+    y = np.r_[np.ones(n), np.zeros(n)]
+
+    def stat(bg, br, g, r):
+        return roc_auc_score(y, np.concatenate([g, r])) - roc_auc_score(y, np.concatenate([bg, br]))
+
+    low, high = _paired_bootstrap(arrays, stat, n_resamples=n_resamples, level=level, seed=seed)
+    return float(stat(*arrays)), low, high
+
+
 @contextlib.contextmanager
 def _quiet_stderr_fd():
     """Silence C-level writes to fd 2 (faiss prints k-means warnings there)."""
@@ -516,6 +581,9 @@ class EvalResult:
     samples: Any  # pandas DataFrame, most detectable first
     plots: dict[str, Any] = field(default_factory=dict)
     name: str = "generated"
+    # out-of-fold detector scores of the generated and of the real responses in input order, and the
+    # (prompt, real) pairs they belong to: for the paired bootstrap of differences between systems
+    pair_scores: Any = None
 
 
 def _r(x: Any) -> Any:
@@ -636,6 +704,8 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
             m["sentiment_distribution"] = sentiment_distribution(gen.compound)
             m["human_sentiment_distribution"] = sentiment_distribution(rl.compound)
             m["same_size_as_floor"] = {k: same[k] for k in COMPARATIVE}
+            low, high = auroc_ci(system["_scores"], system["_ref_scores"], seed=seed)
+            m["detector_auroc_ci"] = {"low": low, "high": high, "level": CI_LEVEL}
             bar.advance(steps)
 
     def clean(d):
@@ -663,6 +733,9 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
                   "floor smoothing 0.1) of each response against all others of its set; words: whitespace tokens",
         "sentiment_classes": "VADER compound <= -0.05 negative, >= 0.05 positive, else neutral",
         "offensive": "alt-profanity-check predict (probability >= 0.5)",
+        "detector_auroc_ci": (f"{CI_LEVEL:.0%} percentile bootstrap ({BOOTSTRAP_RESAMPLES} resamples of the prompts, "
+                              "generated and real response together) of the detector's out-of-fold scores: "
+                              "test-set noise only (detector not refitted, generator not retrained)"),
     }
 
     score_gen = system["_scores"]
@@ -679,7 +752,9 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
              "compound_real": rl.compound, "pca_generated": xy[:n], "pca_real": xy[n:],
              "roc": system["_roc"], "human_roc": human["_roc"], "auroc": system["detector_auroc"],
              "human_auroc": human["detector_auroc"]}
-    return EvalResult(metrics=m, samples=samples, plots=plots, name=name)
+    return EvalResult(metrics=m, samples=samples, plots=plots, name=name,
+                      pair_scores={"generated": system["_scores"], "real": system["_ref_scores"],
+                                   "pairs": tuple(zip(prompts, real))})
 
 
 def evaluate_pairs(prompts: Sequence[str], real: Sequence[str], generated: Sequence[str], seed: int = 0, *,
@@ -838,6 +913,33 @@ def comparison_table(results: Sequence[EvalResult]):
     return pd.DataFrame(rows)
 
 
+def detector_differences(results: Sequence[EvalResult], *, seed: int = 0) -> list[dict[str, Any]]:
+    """Each later system's detector AUROC minus the first system's, with a paired bootstrap interval.
+
+    Only for systems judged on the same (prompt, real) pairs in the same order as the first (the usual
+    case: `llmgan generate` on one split); others are skipped. One dict per system: system, baseline,
+    difference, low, high, level.
+    """
+    if len(results) < 2 or results[0].pair_scores is None:
+        return []
+    base = results[0].pair_scores
+    out = []
+    for r in results[1:]:
+        ps = r.pair_scores
+        if ps is None or ps["pairs"] != base["pairs"]:
+            continue
+        diff, low, high = auroc_difference_ci(base["generated"], base["real"], ps["generated"], ps["real"], seed=seed)
+        out.append({"system": r.name, "baseline": results[0].name, "difference": _r(diff), "low": _r(low),
+                    "high": _r(high), "level": CI_LEVEL})
+    return out
+
+
+def differences_lines(differences: Sequence[dict[str, Any]]) -> list[str]:
+    """One sentence per system for reports and the console."""
+    return [f"{d['system']}: {d['difference']:+.3f} ({d['level']:.0%} interval {d['low']:+.3f} to {d['high']:+.3f})"
+            + (" -- within test-set noise" if d["low"] <= 0 <= d["high"] else "") for d in differences]
+
+
 def compare(files: Sequence[str | Path], *, seed: int = 0, progress: bool = False, **read_kwargs):
     """Evaluate several systems' files (the encoder is loaded once); returns `comparison_table`."""
     return comparison_table(_compare_results(files, seed=seed, progress=progress, **read_kwargs))
@@ -888,17 +990,19 @@ def write_outputs(result: EvalResult, out_dir: str | Path, *, worst: int = 20) -
     return paths
 
 
-def write_comparison(results: Sequence[EvalResult], out_dir: str | Path) -> dict[str, Path]:
+def write_comparison(results: Sequence[EvalResult], out_dir: str | Path, *, seed: int = 0) -> dict[str, Path]:
     from llmgan import report
 
     out = Path(out_dir)
     table = comparison_table(results)
+    diffs = detector_differences(results, seed=seed)
     paths = {
         "json": write_atomic(out / "comparison.json", _json({
             "systems": {r.name: r.metrics for r in results},
-            "table": json.loads(table.to_json(orient="records"))})),
-        "markdown": write_atomic(out / "comparison.md", report.render_compare_markdown(table)),
-        "html": write_atomic(out / "comparison.html", report.render_compare_html(table)),
+            "table": json.loads(table.to_json(orient="records")),
+            "detector_auroc_difference_vs_first": diffs})),
+        "markdown": write_atomic(out / "comparison.md", report.render_compare_markdown(table, diffs)),
+        "html": write_atomic(out / "comparison.html", report.render_compare_html(table, diffs)),
     }
     for r in results:
         write_atomic(out / f"{r.name.replace('/', '_')}.samples.csv", r.samples.to_csv(index=False))
@@ -986,9 +1090,13 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         out = Path(args.output) if args.output else Path(files[0]).parent / "comparison.eval"
         results = [evaluate_file(f, name=name, **kwargs) for f, name in zip(files, _system_names(files))]
-        paths = write_comparison(results, out)
+        paths = write_comparison(results, out, seed=args.seed)
         if not args.quiet:
             _print_table("llmgan evaluate --compare", comparison_table(results))
+            lines = differences_lines(detector_differences(results, seed=args.seed))
+            if lines:
+                print(f"Detector AUROC minus {results[0].name}'s (paired bootstrap over prompts):")
+                print("\n".join(f"  {line}" for line in lines))
     else:
         src = Path(files[0])
         out = Path(args.output) if args.output else src.parent / f"{src.stem}.eval"
@@ -999,6 +1107,9 @@ def run(args: argparse.Namespace) -> int:
             _print_table(f"{src.name}: {result.metrics['n_pairs']} pairs", _single_table(result),
                          caption=f"human floor: real half B vs real half A ({half} each); '{half} vs {half}': "
                                  "generated responses to B's prompts vs real half A")
+            ci = result.metrics["detector_auroc_ci"]
+            print(f"Detector AUROC {result.metrics['detector_auroc']:.3f}, {ci['level']:.0%} bootstrap interval over "
+                  f"prompts {ci['low']:.3f}-{ci['high']:.3f} (test-set noise only)")
     for p in paths.values():
         print(f"wrote {p}")
     return 0

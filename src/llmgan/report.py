@@ -12,7 +12,7 @@ import io
 from typing import Any, Mapping
 
 # Only evaluate's constants are imported at module level; it imports nothing heavy at import time.
-from llmgan.evaluate import METRICS, EvalResult, _fmt
+from llmgan.evaluate import METRICS, EvalResult, _fmt, differences_lines
 
 PLOT_TITLES = {
     "roc": "Detector ROC curve (out-of-fold)",
@@ -92,7 +92,11 @@ def metric_rows(result: EvalResult) -> list[tuple[str, str, str, str, str]]:
     same = m.get("same_size_as_floor") or {}
     rows = [(METRICS[k][0], _fmt(m.get(k), k), _fmt(same[k], k) if k in same else "",
              _fmt(m.get(f"human_{k}"), k), METRICS[k][1]) for k in METRICS]
-    rows.insert(list(METRICS).index("relevance_cosine") + 1, (
+    ci = m.get("detector_auroc_ci")
+    if ci:
+        rows.insert(1, (f"Detector AUROC, {ci['level']:.0%} bootstrap interval", f"{ci['low']:.3f}-{ci['high']:.3f}",
+                        "", "", "test-set noise"))
+    rows.insert(list(METRICS).index("relevance_cosine") + 1 + bool(ci), (
         "cos(gen, real) other prompts (chance)", _fmt(m.get("relevance_cosine_mismatched")), "", "",
         "below the line above"))
     fmt = lambda dd: " / ".join(f"{100 * (dd or {}).get(c, 0):.0f}%" for c in ("negative", "neutral", "positive"))
@@ -212,21 +216,33 @@ def _compare_rows(table) -> tuple[list[str], list[list[str]]]:
     return cols, rows
 
 
-def render_compare_markdown(table) -> str:
+_DIFF_NOTE = ("Paired bootstrap over prompts of the detectors' out-of-fold scores (both systems resampled "
+              "together): test-set noise only; the spread between training seeds comes on top.")
+
+
+def render_compare_markdown(table, differences=()) -> str:
     cols, rows = _compare_rows(table)
     right = {i for i, c in enumerate(cols) if c not in ("metric", "best")}
-    return "\n".join(["# llmgan evaluate --compare", "",
-                      "Each system against the real responses to the same prompts; human floor: two disjoint "
-                      "halves of the real responses (set-level values on all of them). Per-system numbers: "
-                      "comparison.json.", "", _md_table(cols, rows, right), ""])
+    parts = ["# llmgan evaluate --compare", "",
+             "Each system against the real responses to the same prompts; human floor: two disjoint "
+             "halves of the real responses (set-level values on all of them). Per-system numbers: "
+             "comparison.json.", "", _md_table(cols, rows, right), ""]
+    if differences:
+        parts += [f"## Detector AUROC minus {differences[0]['baseline']}'s", "", _DIFF_NOTE, ""]
+        parts += [f"- {line}" for line in differences_lines(differences)] + [""]
+    return "\n".join(parts)
 
 
-def render_compare_html(table) -> str:
+def render_compare_html(table, differences=()) -> str:
     cols, rows = _compare_rows(table)
     classes = ["" if c in ("metric", "best") else "num" for c in cols]
     body = ("<h1>llmgan evaluate --compare</h1><p class=\"note\">Each system against the real responses to the "
             "same prompts; human floor: two disjoint halves of the real responses (set-level values on all of "
             "them). Per-system numbers: comparison.json.</p>" + _html_table(cols, rows, classes))
+    if differences:
+        body += (f"<h2>Detector AUROC minus {html.escape(differences[0]['baseline'])}'s</h2>"
+                 f"<p class=\"note\">{html.escape(_DIFF_NOTE)}</p><ul>"
+                 + "".join(f"<li>{html.escape(line)}</li>" for line in differences_lines(differences)) + "</ul>")
     return _page("llmgan evaluate --compare", body)
 
 
