@@ -166,3 +166,23 @@ def test_running_mean_hand_values():
     assert running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
     assert running_mean([1.0, float("nan"), 3.0], 3) == [1.0, 1.0, 2.0]
     assert smoothing_window(10) == 1 and smoothing_window(100) == 10 and smoothing_window(1000) == 25
+
+
+def test_cli_plot_overlays_runs_and_names_bad_input(tmp_path, capsys):
+    from llmgan.cli import main
+    from PIL import Image
+
+    for name, base in (("s0", 0.0), ("s1", 1.0)):
+        (tmp_path / name).mkdir()
+        rows = [{"step": i, "generator/reward_mean": base + 0.01 * i, "discriminator/accuracy": 0.6,
+                 "generator/kl": 0.001 * i, "generator/completion_length": 20 + i % 3} for i in range(1, 41)]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "fig" / "seeds.png"
+    assert main(["plot", str(tmp_path / "s0"), str(tmp_path / "s1"), "-o", str(out)]) == 0
+    assert Image.open(out).size[0] > 500 and "wrote" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "s0"), "-o", str(out), "--metrics", "generator/nope"]) == 2
+    assert "no run has the metric 'generator/nope'" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "missing"), "-o", str(out)]) == 2
+    assert "missing: no such file" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "s0"), str(tmp_path / "s1"), "-o", str(out), "--labels", "a"]) == 2
+    assert "1 labels for 2 runs" in capsys.readouterr().err

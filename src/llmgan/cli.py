@@ -8,6 +8,7 @@ how to run it on one CPU, one GPU or many):
   train     adversarial training: discriminator reward + policy gradient with a KL leash
   sft       supervised fine-tuning baseline on the real responses
   evaluate  how hard generated responses are to tell from real ones (offline detectors and metrics)
+  plot      overlay the training curves of several runs (seeds, ablations) on one figure
 
 Each command lives in its own module, which exposes `add_arguments(parser)` and `run(args)`.
 Problems the user can fix end in one line `error: ...` and exit code 2.
@@ -28,6 +29,7 @@ COMMANDS = {
     "train": ("llmgan.train", "adversarial training against a discriminator (policy gradient + KL)"),
     "sft": ("llmgan.sft", "supervised fine-tuning baseline on the real responses"),
     "evaluate": ("llmgan.evaluate", "measure how detectable generated responses are (offline)"),
+    "plot": ("llmgan.plots", "overlay the training curves of several runs on one figure"),
 }
 
 

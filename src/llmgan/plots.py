@@ -1,10 +1,29 @@
-"""PNG plots of a run's metrics (metrics.jsonl -> plots/*.png), one figure per namespace."""
+"""Training curves of several runs on one figure: `llmgan plot`.
+
+Each run folder written by `llmgan train` already has plots/ with one figure per metric namespace
+(drawn by `plot_metrics` at every save). This command overlays chosen metrics of several runs (seeds
+of one recipe, or ablations) so that a reader can judge stability at a glance: one panel per metric,
+one colour per run, the raw per-step values faint and a running mean on top.
+
+Reads only RUN/metrics.jsonl (a run still in progress works too); runs on any machine, no model loaded.
+
+Examples:
+  llmgan plot runs/sft-adv runs/sft-adv-s1 runs/sft-adv-s2 -o seeds.png
+  llmgan plot runs/a runs/b --labels "layer 15" "layer 8" --metrics generator/reward_mean generator/kl
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional, Sequence
+
+from llmgan.errors import LlmganError
+
+DEFAULT_METRICS = ("generator/reward_mean", "discriminator/accuracy", "generator/kl",
+                   "generator/completion_length")
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -83,3 +102,75 @@ def plot_metrics(metrics_file: str | Path, out_dir: str | Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_runs(metrics_files: Sequence[str | Path], out_file: str | Path, *, labels: Optional[Sequence[str]] = None,
+              metrics: Sequence[str] = DEFAULT_METRICS) -> Path:
+    """One panel per metric, one line per run (running mean over the faint raw values); returns the PNG path.
+
+    LlmganError names the file when a metrics file is missing or empty, or when no run has a metric.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(labels) if labels else [Path(f).parent.name for f in metrics_files]
+    if len(labels) != len(metrics_files):
+        raise LlmganError(f"{len(labels)} labels for {len(metrics_files)} runs; give one label per run")
+    runs = []
+    for f in metrics_files:
+        rows = read_metrics(f)
+        if not rows:
+            raise LlmganError(f"{f}: no metrics (is it a run folder written by `llmgan train`?)")
+        runs.append(rows)
+    for m in metrics:
+        if not any(m in r for rows in runs for r in rows):
+            known = sorted({k for rows in runs for r in rows for k in r if "/" in k})
+            raise LlmganError(f"no run has the metric '{m}'; known: {', '.join(known)}")
+    cols = min(2, len(metrics))
+    nrows = (len(metrics) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.0 * cols, 3.0 * nrows), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, m in zip(axes.flat, metrics):
+        for i, (rows, label) in enumerate(zip(runs, labels)):
+            pts = [(r["step"], r[m]) for r in rows if isinstance(r.get(m), (int, float)) and "step" in r]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            c = colours[i % len(colours)]
+            window = smoothing_window(len(ys))
+            ax.plot(xs, ys, lw=0.7, alpha=0.25 if window > 1 else 1.0, color=c)
+            if window > 1:
+                ax.plot(xs, running_mean(ys, window), lw=1.6, color=c)
+            ax.plot([], [], color=c, lw=1.6, label=label)
+        ax.set_title(m + (" (lines: running mean)" if m == metrics[0] else ""), fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.tight_layout()
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their metrics.jsonl files)")
+    p.add_argument("-o", "--output", required=True, metavar="PNG", help="the figure to write")
+    p.add_argument("--labels", nargs="+", help="one legend label per run (default: the folder names)")
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
+                   help=f"metrics to draw (default: {' '.join(DEFAULT_METRICS)})")
+
+
+def run(args: argparse.Namespace) -> int:
+    files = [Path(r) / "metrics.jsonl" if Path(r).is_dir() else Path(r) for r in args.runs]
+    for f in files:
+        if not f.is_file():
+            raise LlmganError(f"{f}: no such file; give run folders written by `llmgan train`")
+    print(f"wrote {plot_runs(files, args.output, labels=args.labels, metrics=args.metrics)}")
+    return 0
