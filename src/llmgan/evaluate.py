@@ -990,12 +990,15 @@ def write_outputs(result: EvalResult, out_dir: str | Path, *, worst: int = 20) -
     return paths
 
 
-def write_comparison(results: Sequence[EvalResult], out_dir: str | Path, *, seed: int = 0) -> dict[str, Path]:
+def write_comparison(results: Sequence[EvalResult], out_dir: str | Path, *, seed: int = 0,
+                     differences: Optional[list[dict[str, Any]]] = None) -> dict[str, Path]:
+    """comparison.json/.md/.html and each system's samples; `differences` from `detector_differences`
+    (computed here when not given)."""
     from llmgan import report
 
     out = Path(out_dir)
     table = comparison_table(results)
-    diffs = detector_differences(results, seed=seed)
+    diffs = detector_differences(results, seed=seed) if differences is None else differences
     paths = {
         "json": write_atomic(out / "comparison.json", _json({
             "systems": {r.name: r.metrics for r in results},
@@ -1090,10 +1093,11 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         out = Path(args.output) if args.output else Path(files[0]).parent / "comparison.eval"
         results = [evaluate_file(f, name=name, **kwargs) for f, name in zip(files, _system_names(files))]
-        paths = write_comparison(results, out, seed=args.seed)
+        diffs = detector_differences(results, seed=args.seed)
+        paths = write_comparison(results, out, seed=args.seed, differences=diffs)
         if not args.quiet:
             _print_table("llmgan evaluate --compare", comparison_table(results))
-            lines = differences_lines(detector_differences(results, seed=args.seed))
+            lines = differences_lines(diffs)
             if lines:
                 print(f"Detector AUROC minus {results[0].name}'s (paired bootstrap over prompts):")
                 print("\n".join(f"  {line}" for line in lines))
