@@ -1,0 +1,41 @@
+"""Mean and spread of `llmgan evaluate` metrics over seeds: a Markdown table for RESULTS.md.
+
+Usage:
+  python bench/seed_summary.py out/r5/eval-sft-adv out/r5/eval-sft-adv-s1 out/r5/eval-sft-adv-s2
+
+Each argument is an evaluation folder (or its metrics.json). Prints one row per headline metric with
+every seed's value, the mean and the sample standard deviation (n - 1).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from llmgan.evaluate import HEADLINE, METRICS, _fmt
+
+
+def main(paths: list[str]) -> int:
+    if len(paths) < 2:
+        print(__doc__)
+        return 2
+    runs = []
+    for p in paths:
+        f = Path(p) / "metrics.json" if Path(p).is_dir() else Path(p)
+        runs.append(json.loads(f.read_text()))
+    head = ["metric", *[Path(p).name for p in paths], "mean", "sd"]
+    print("| " + " | ".join(head) + " |")
+    print("| --- |" + " ---: |" * (len(head) - 1))
+    for k in HEADLINE:
+        vals = [r[k] for r in runs]
+        mean, sd = statistics.mean(vals), statistics.stdev(vals)
+        scale = 100 if k == "profanity_rate" else 1
+        sd_text = f"{scale * sd:.1f}" if k in ("profanity_rate", "mean_words", "length_wasserstein") else f"{sd:.3f}"
+        print("| " + " | ".join([METRICS[k][0], *[_fmt(v, k) for v in vals], _fmt(mean, k), sd_text]) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
