@@ -266,16 +266,15 @@ def auroc_ci(scores_generated, scores_real, *, n_resamples: int = BOOTSTRAP_RESA
     together. This is the test-set noise of the detector's out-of-fold scores: the detector is not refitted
     and the generator not retrained, so the spread between training seeds comes on top.
     """
+    import numpy as np
     from sklearn.metrics import roc_auc_score
 
     n = len(scores_generated)
     if len(scores_real) != n:
         raise LlmganError(f"auroc_ci needs paired scores (got {n} generated and {len(scores_real)} real)")
-    y = [1] * n + [0] * n
+    y = np.r_[np.ones(n), np.zeros(n)]
 
     def stat(g, r):
-        import numpy as np
-
         return roc_auc_score(y, np.concatenate([g, r]))
 
     return _paired_bootstrap((scores_generated, scores_real), stat, n_resamples=n_resamples, level=level, seed=seed)
