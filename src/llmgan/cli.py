@@ -7,6 +7,7 @@ how to run it on one CPU, one GPU or many):
   generate  sample responses from a model for a prepared split (JSONL/CSV with prompt, real, generated)
   train     adversarial training: discriminator reward + policy gradient with a KL leash
   sft       supervised fine-tuning baseline on the real responses
+  select    score a run's start model and checkpoints on a held-out split; ship the hardest to detect
   evaluate  how hard generated responses are to tell from real ones (offline detectors and metrics)
   plot      overlay the training curves of several runs (seeds, ablations) on one figure
 
@@ -28,6 +29,7 @@ COMMANDS = {
     "generate": ("llmgan.generator", "generate responses for a prepared split with a model"),
     "train": ("llmgan.train", "adversarial training against a discriminator (policy gradient + KL)"),
     "sft": ("llmgan.sft", "supervised fine-tuning baseline on the real responses"),
+    "select": ("llmgan.selection", "choose a run's model (start or checkpoint) on a held-out split"),
     "evaluate": ("llmgan.evaluate", "measure how detectable generated responses are (offline)"),
     "plot": ("llmgan.plots", "overlay the training curves of several runs on one figure"),
 }

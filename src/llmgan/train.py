@@ -734,6 +734,7 @@ def _make_logging_callback(run_dir: Path, total_steps: int, progress: bool):
 
 
 RUN_FOLDER_ENTRIES = ("config.yaml", "metrics.jsonl", "faults.jsonl", "tensorboard", "plots", "samples", "final", "sft",
+                      "selection", "selected",
                       "samples_before_after.json", "README.md", "completions", STAGING_DIR, ".final.tmp")
 """What `llmgan train` (and TRL: README.md model card) writes at the top of a run folder, besides checkpoint-N."""
 
@@ -994,6 +995,11 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progres
         after = sample_eval(trainer.model, tok, eval_rows, 4, cfg.train.seed, cfg)
         _write_json_atomic(run_dir / "samples_before_after.json", {"before": before, "after": after})
     state.wait_for_everyone()
+    if cfg.selection.enabled and main:
+        from llmgan.selection import select
+
+        del trainer, model, encoder, disc_reward  # free the training models before the candidates are loaded
+        select(run_dir, device=str(device), progress=progress)
     return run_dir
 
 
