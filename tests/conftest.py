@@ -52,6 +52,16 @@ def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), default_model_dir)
 
 
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    """The illustrative demo data prepared as a reply task (train/validation/test grouped by post)."""
+    from llmgan.data import PrepareOptions, prepare
+
+    out = tmp_path_factory.mktemp("data") / "demo"
+    prepare(PrepareOptions(inputs=[str(DEMO_FILE)], output=str(out), task="reply"))
+    return out
+
+
 @pytest.fixture(scope="session")
 def twon_dir() -> Path:
     if not TWON_DIR.is_dir():

@@ -49,15 +49,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory) -> Path:
-    from llmgan.data import PrepareOptions, prepare
-
-    out = tmp_path_factory.mktemp("data") / "demo"
-    prepare(PrepareOptions(inputs=[str(REPO / "data" / "demo" / "twon_demo.jsonl")], output=str(out), task="reply"))
-    return out
-
-
 def overrides(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [f"model.name={model_dir}", f"data.path={data}", f"train.output_dir={out}", *TINY, *extra]
 

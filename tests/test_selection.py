@@ -5,23 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from llmgan.errors import LlmganError
 from llmgan.selection import choose, copy_model_files, selection_table
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory) -> Path:
-    from llmgan.data import PrepareOptions, prepare
-
-    out = tmp_path_factory.mktemp("data") / "demo"
-    prepare(PrepareOptions(inputs=[str(REPO / "data" / "demo" / "twon_demo.jsonl")], output=str(out), task="reply"))
-    return out
 
 
 def test_choose_takes_the_lowest_detector_auroc_and_the_earliest_step_on_a_tie():

@@ -18,15 +18,6 @@ from llmgan.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory) -> Path:
-    from llmgan.data import PrepareOptions, prepare
-
-    out = tmp_path_factory.mktemp("data") / "demo"
-    prepare(PrepareOptions(inputs=[str(REPO / "data" / "demo" / "twon_demo.jsonl")], output=str(out), task="reply"))
-    return out
-
-
 def tiny_cfg(model_dir: Path, data: Path, out: Path, *extra: str):
     return load_config(None, [
         f"model.name={model_dir}", f"data.path={data}", f"train.output_dir={out}",

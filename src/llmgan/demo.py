@@ -1,5 +1,6 @@
 """`make demo`: prepare the illustrative demo data, train a short adversarial run with the embedded
-default model on this CPU, and print replies before and after, and where the run folder and plots are.
+default model on this CPU, choose between the start model and the final one on the validation split
+(`llmgan select`), and print replies before and after, and where the run folder and plots are.
 
 Bounded to about 10 minutes on 2 CPU cores once the environment is installed. Everything lands in
 runs/demo/ (data/, run/). Run it again to start over.
@@ -53,6 +54,9 @@ def main() -> int:
     console.print(table)
     console.print(f"run folder: {run_dir}")
     console.print(f"plots: {', '.join(str(p) for p in sorted((run_dir / 'plots').glob('*.png')))}")
+    if (run_dir / "selection" / "selection.md").is_file():
+        console.print(f"selection on the validation split: {run_dir / 'selection' / 'selection.md'} "
+                      f"(chosen model: {run_dir / 'selected' / 'generator'})")
     console.print(f"metrics: {run_dir / 'metrics.jsonl'}  (TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'})")
     console.print(f"demo took {time.perf_counter() - t0:.0f} s")
     return 0
