@@ -86,6 +86,8 @@ def test_select_cli_names_bad_input(tiny_model_dir, demo_data, tmp_path):
     assert res.returncode == 2 and "split 'holdout'" in res.stderr and "validation" in res.stderr
     res = cli(str(run), "--split", "train")
     assert res.returncode == 2 and "training split" in res.stderr
+    res = cli(str(run), "--limit", "5")
+    assert res.returncode == 2 and "at least 10" in res.stderr and "limit 5" in res.stderr
 
 
 def test_selection_table_marks_the_choice():

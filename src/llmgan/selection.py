@@ -74,8 +74,17 @@ def candidates(run_dir: str | Path) -> list[Candidate]:
     by_step = {checkpoint_step(c): Candidate(checkpoint_step(c), str(c), c.name) for c in checkpoints(run)}
     final = run / "final" / "generator"
     if final.is_dir():
-        by_step[cfg.train.steps] = Candidate(cfg.train.steps, str(final), "final")
+        step = _last_logged_step(run) or cfg.train.steps  # a run stopped early (saturation) ends before train.steps
+        by_step[step] = Candidate(step, str(final), "final")
     return found + [by_step[s] for s in sorted(by_step) if s > 0]
+
+
+def _last_logged_step(run: Path) -> Optional[int]:
+    """The last step in metrics.jsonl (None without one)."""
+    from llmgan.plots import read_metrics
+
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if isinstance(r.get("step"), int)]
+    return max(steps) if steps else None
 
 
 def score_responses(prompts: Sequence[str], real: Sequence[str], generated: Sequence[str], *, seed: int = 0,
@@ -159,9 +168,11 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
                           f"run did not train on")
     if split == cfg.data.train_split:
         raise LlmganError(f"selection.split '{split}' is the training split; choose a held-out one (validation)")
-    rows = ds[split].select(range(min(limit, len(ds[split]))))
-    if len(rows) < 10:
-        raise LlmganError(f"split '{split}' of {data} has {len(rows)} rows; selection needs at least 10")
+    n = min(limit, len(ds[split]))
+    if n < 10:
+        raise LlmganError(f"selection would score {n} rows (split '{split}' of {data} has {len(ds[split])}, limit "
+                          f"{limit}); it needs at least 10 for the 5-fold detector")
+    rows = ds[split].select(range(n))
     prompts = [list(m) for m in rows["prompt"]]
     users = [next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "") for msgs in prompts]
     real = list(rows["response"])
