@@ -65,6 +65,6 @@ def test_every_field_has_help():
     from llmgan import config as c
 
     for cls in (c.ModelSettings, c.LoraSettings, c.DataSettings, c.GenerationSettings, c.DiscriminatorSettings,
-                c.RewardSettings, c.TrainSettings, c.RunConfig):
+                c.RewardSettings, c.TrainSettings, c.SelectionSettings, c.RunConfig):
         helps = field_help(cls)
         assert all(helps[f.name] for f in dataclasses.fields(cls)), cls.__name__

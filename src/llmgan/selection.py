@@ -147,6 +147,7 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
     """
     from llmgan.config import load_config
     from llmgan.data import load_prepared
+    from llmgan.evaluate import write_atomic
     from llmgan.generator import generate_responses, write_rows
     from llmgan.models import load_model, load_tokenizer
 
@@ -203,11 +204,13 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
     target = None
     if best["model"] and Path(best["model"]).is_dir():
         target = str(copy_model_files(best["model"], run / SELECTED_DIR / "generator"))
+    else:  # a hub id or the embedded default: nothing to copy, and an earlier choice must not linger
+        shutil.rmtree(run / SELECTED_DIR, ignore_errors=True)
     result = {"selected": {**best, "copied_to": target}, "candidates": scores, "criterion": "lowest detector_auroc",
               "settings": {"data": str(data), "split": split, "rows": len(rows), "temperature": temperature,
                            "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed}}
-    (out_dir / "selection.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    (out_dir / "selection.md").write_text(selection_table(result))
+    write_atomic(out_dir / "selection.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out_dir / "selection.md", selection_table(result))
     if progress:
         where = target or (best["model"] or "the embedded default model")
         print(f"selected step {best['step']} ({best['label']}): detector AUROC {best['detector_auroc']:.3f} on "

@@ -16,6 +16,9 @@ Each step, top to bottom (see `AdversarialGRPOTrainer` and `llmgan.rewards.Discr
   4. rewards and advantages  shaped D score, normalised per group (TRL)
   5. generator update  GRPO loss with the KL leash (TRL)
 Each phase is timed (`timing/generate`, `timing/discriminator`, `timing/reference`, `timing/update`).
+After the last step, with `selection.enabled`, `llmgan select` scores the start model and every kept
+checkpoint on the validation split and copies the hardest to detect to RUN/selected/generator (the last
+generator is only a candidate: see llmgan.selection).
 
 How it differs from the textbook GAN and from RLGAF: the discriminator never back-propagates into the
 generator (text is discrete); the generator only sees a scalar reward per completion, and the KL term
