@@ -70,6 +70,11 @@ def generate_responses(model, tokenizer, prompts: list[list[dict]], *, max_new_t
     return [o or "" for o in out]
 
 
+def last_user_message(messages: list[dict]) -> str:
+    """The content of the last user turn of a conversational prompt ("" without one)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
 class _Bar:
     """A rich progress bar that is a no-op when disabled."""
 
@@ -172,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
                                top_p=args.top_p, do_sample=not args.greedy, batch_size=args.batch_size,
                                seed=args.seed, progress=not args.quiet)
     dt = time.perf_counter() - t0
-    rows = [{"prompt": next((m["content"] for m in reversed(msgs) if m["role"] == "user"), ""),
+    rows = [{"prompt": last_user_message(msgs),
              "system": next((m["content"] for m in msgs if m["role"] == "system"), ""),
              "real": real, "generated": gen}
             for msgs, real, gen in zip(prompts, split["response"], texts)]

@@ -18,7 +18,7 @@ settings come from the run's config.yaml `selection:` section and the flags belo
 How it differs from the textbook GAN: a GAN keeps its last generator; here the last one is only a
 candidate. Keep every checkpoint you want considered: `train.keep_checkpoints` >= steps / save_every.
 
-One CPU: about a minute a candidate for 250 prompts of the 135M default. One GPU: `--device cuda`.
+One CPU: about two minutes a candidate for 250 prompts of the 135M default (2 cores, idle). One GPU: `--device cuda`.
 Example:
   llmgan select runs/twon-reply               # validation split, settings from the run's config
   llmgan generate data/prelim-reply --split test --model runs/twon-reply/selected/generator -o out/test.jsonl
@@ -87,7 +87,7 @@ def _last_logged_step(run: Path) -> Optional[int]:
     return max(steps) if steps else None
 
 
-def score_responses(prompts: Sequence[str], real: Sequence[str], generated: Sequence[str], *, seed: int = 0,
+def score_responses(real: Sequence[str], generated: Sequence[str], *, seed: int = 0,
                     threads: Optional[int] = None) -> dict[str, float]:
     """The selection scores of one candidate: llmgan evaluate's detector AUROC (with its bootstrap interval)
     and style AUROC, and the cheap distribution checks (length, relevance, diversity). MAUVE and
@@ -148,7 +148,7 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
     from llmgan.config import load_config
     from llmgan.data import load_prepared
     from llmgan.evaluate import write_atomic
-    from llmgan.generator import generate_responses, write_rows
+    from llmgan.generator import generate_responses, last_user_message, write_rows
     from llmgan.models import load_model, load_tokenizer
 
     run = Path(run_dir)
@@ -175,7 +175,7 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
                           f"{limit}); it needs at least 10 for the 5-fold detector")
     rows = ds[split].select(range(n))
     prompts = [list(m) for m in rows["prompt"]]
-    users = [next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "") for msgs in prompts]
+    users = [last_user_message(msgs) for msgs in prompts]
     real = list(rows["response"])
     out_dir = run / SELECTION_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +193,7 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
         write_rows([{"prompt": u, "real": r, "generated": g} for u, r, g in zip(users, real, texts)],
                    out_dir / f"step-{c.step}.jsonl")
         s = {"step": c.step, "label": c.label, "model": c.model,
-             **score_responses(users, real, texts, seed=seed, threads=threads),
+             **score_responses(real, texts, seed=seed, threads=threads),
              "seconds": round(time.perf_counter() - t0, 1)}
         scores.append(s)
         if progress:
