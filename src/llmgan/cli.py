@@ -1,24 +1,16 @@
-"""The `llmgan` command line.
+"""llmgan: train an instruction-tuned LLM against a discriminator so that its posts and replies
+cannot be told from real human ones, and judge the result with offline detectors.
 
-Subcommands (each one's `--help` says what it does, how it differs from the textbook method, and
-how to run it on one CPU, one GPU or many):
-
-  prepare   turn TWON-style files (parquet/CSV/JSONL) into a grouped train/validation/test dataset
-  generate  sample responses from a model for a prepared split (JSONL/CSV with prompt, real, generated)
-  train     adversarial training: discriminator reward + policy gradient with a KL leash
-  sft       supervised fine-tuning baseline on the real responses
-  select    score a run's start model and checkpoints on a held-out split; ship the hardest to detect
-  evaluate  how hard generated responses are to tell from real ones (offline detectors and metrics)
-  plot      overlay the training curves of several runs (seeds, ablations) on one figure
-
-Each command lives in its own module, which exposes `add_arguments(parser)` and `run(args)`.
-Problems the user can fix end in one line `error: ...` and exit code 2.
+Each command's `--help` says what it does, how it differs from the textbook method, and how to run
+it on one CPU, one GPU or many. Problems you can fix end in one line `error: ...` and exit code 2;
+Ctrl-C exits 130 and SIGTERM 143, each with one line saying what was kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from llmgan.errors import EXIT_USER_ERROR, LlmganError
@@ -27,10 +19,10 @@ from llmgan.errors import EXIT_USER_ERROR, LlmganError
 COMMANDS = {
     "prepare": ("llmgan.data", "build instruction datasets (grouped splits) from parquet/CSV/JSONL"),
     "generate": ("llmgan.generator", "generate responses for a prepared split with a model"),
-    "train": ("llmgan.train", "adversarial training against a discriminator (policy gradient + KL)"),
-    "sft": ("llmgan.sft", "supervised fine-tuning baseline on the real responses"),
+    "train": ("llmgan.training.train", "adversarial training against a discriminator (policy gradient + KL)"),
+    "sft": ("llmgan.training.sft", "supervised fine-tuning baseline on the real responses"),
     "select": ("llmgan.selection", "choose a run's model (start or checkpoint) on a held-out split"),
-    "evaluate": ("llmgan.evaluate", "measure how detectable generated responses are (offline)"),
+    "evaluate": ("llmgan.evaluation.command", "measure how detectable generated responses are (offline)"),
     "plot": ("llmgan.plots", "overlay the training curves of several runs on one figure"),
 }
 
@@ -56,20 +48,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same clean stop as Ctrl-C (commands that keep partial work catch
+    KeyboardInterrupt, so both signals keep it)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated("terminated")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USER_ERROR
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return int(args._run(args) or 0)
     except LlmganError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated) or str(exc).startswith("terminated")
+        message = str(exc) or "interrupted"
+        if not message.startswith(("interrupted", "terminated")):
+            message = f"{'terminated' if terminated else 'interrupted'}: {message}"
+        print(message, file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -30,16 +30,14 @@ import argparse
 import hashlib
 import html
 import json
-import os
-import shutil
 import string
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from llmgan.errors import LlmganError
+from llmgan.io import atomic_dir, check_output_path
 
 CARD_NAME = "llmgan_card.json"
 SPLITS = ("train", "validation", "test")
@@ -321,7 +319,7 @@ def prepare(opts: PrepareOptions, console=None) -> dict:
     if sum(fractions.values()) > 1:
         raise LlmganError("--validation-fraction + --test-fraction must not exceed 1")
     fractions = {"train": 1 - sum(fractions.values()), **fractions}
-    out_dir = Path(opts.output)
+    out_dir = check_output_path(opts.output, kind="dir")
     if out_dir.exists() and not opts.overwrite:
         raise LlmganError(f"output folder {out_dir} exists; pass --overwrite or choose another -o")
 
@@ -421,19 +419,9 @@ def prepare(opts: PrepareOptions, console=None) -> dict:
         "response_chars_percentiles": {str(q): float(np.percentile(resp_chars, q)) for q in (5, 25, 50, 75, 95, 100)},
         "response_words_percentiles": {str(q): float(np.percentile(resp_words, q)) for q in (5, 25, 50, 75, 95, 100)},
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         ds.save_to_disk(str(tmp))
         (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, ensure_ascii=False))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except OSError as exc:
-        raise LlmganError(f"could not write {out_dir}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return card
 
 

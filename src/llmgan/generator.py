@@ -18,13 +18,29 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 from llmgan.errors import LlmganError
+from llmgan.io import Progress, check_output_path, last_user_message, write_rows
+
+__all__ = ["generate_responses", "GenerationInterrupted", "trim_incomplete_characters", "check_device",
+           "last_user_message", "write_rows", "add_arguments", "run"]
+
+
+class GenerationInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during `generate_responses`; `finished` holds the responses of the first rows (in
+    input order) that were complete when it came, so a caller can keep them."""
+
+    def __init__(self, finished: list[str], total: int, signal_name: str = "interrupted"):
+        super().__init__(signal_name)
+        self.finished, self.total, self.signal_name = finished, total, signal_name
+
+
+def trim_incomplete_characters(text: str) -> str:
+    """Drop the U+FFFD replacement characters that byte-level decoding leaves at the end of a text when
+    generation stopped inside a multi-byte character (an emoji, Hebrew, ...)."""
+    return text.rstrip("\ufffd").rstrip() if text.endswith("\ufffd") else text
 
 
 def generate_responses(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int = 64,
@@ -33,96 +49,69 @@ def generate_responses(model, tokenizer, prompts: list[list[dict]], *, max_new_t
                        progress: bool = True) -> list[str]:
     """Sample one response per conversational prompt; returns decoded texts in the input order.
 
-    Prompts are sorted by length so batches pad little, then restored to input order. Prompts longer
-    than `max_prompt_tokens` keep their last tokens (the end holds the post and the assistant turn).
+    Prompts are taken in windows of `4 * batch_size` (at least 64) in input order, and sorted by length
+    within a window so batches pad little. Prompts longer than `max_prompt_tokens` keep their last
+    tokens (the end holds the post and the assistant turn). On Ctrl-C it raises GenerationInterrupted
+    with the responses of the finished rows before the first unfinished one (in input order): at least
+    every row before the window in progress.
     """
     import torch
 
     from llmgan.models import apply_chat
 
     texts = apply_chat(tokenizer, prompts)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    window = max(4 * batch_size, 64)
+    order = [i for w in range(0, len(texts), window)
+             for i in sorted(range(w, min(w + window, len(texts))), key=lambda i: len(texts[i]))]
     out: list[Optional[str]] = [None] * len(texts)
     if seed is not None:
         torch.manual_seed(seed)
     device = next(model.parameters()).device
     side, trunc = tokenizer.padding_side, tokenizer.truncation_side
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    bar = _progress(progress, len(texts), "generating")
+    bar = Progress(progress, transient=False)
     try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_prompt_tokens, add_special_tokens=False).to(device)
-            with torch.no_grad():
-                gen = model.generate(
-                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
-                    do_sample=do_sample, temperature=temperature if do_sample else None,
-                    top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
-                    pad_token_id=tokenizer.pad_token_id)
-            new = gen[:, enc["input_ids"].shape[1]:]
-            for i, row in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
-                out[i] = row.strip()
-            bar.advance(len(idx))
+        with bar:
+            task = bar.add("generating", len(texts))
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                                max_length=max_prompt_tokens, add_special_tokens=False).to(device)
+                with torch.no_grad():
+                    gen = model.generate(
+                        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
+                        do_sample=do_sample, temperature=temperature if do_sample else None,
+                        top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
+                        pad_token_id=tokenizer.pad_token_id)
+                new = gen[:, enc["input_ids"].shape[1]:]
+                for i, row in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                    out[i] = trim_incomplete_characters(row.strip())
+                bar.advance(task, len(idx))
+    except KeyboardInterrupt as exc:
+        done = next((i for i, o in enumerate(out) if o is None), len(out))
+        raise GenerationInterrupted([o or "" for o in out[:done]], len(out), str(exc) or "interrupted") from None
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = side, trunc
-        bar.close()
     return [o or "" for o in out]
 
 
-def last_user_message(messages: list[dict]) -> str:
-    """The content of the last user turn of a conversational prompt ("" without one)."""
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+def check_device(device: str) -> None:
+    """One clear line before any model loads when the asked-for torch device cannot be used here."""
+    import torch
 
-
-class _Bar:
-    """A rich progress bar that is a no-op when disabled."""
-
-    def __init__(self, enabled: bool, total: int, label: str):
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-            self.progress.start()
-            self.task = self.progress.add_task(label, total=total)
-
-    def advance(self, n: int) -> None:
-        if self.progress:
-            self.progress.advance(self.task, n)
-
-    def close(self) -> None:
-        if self.progress:
-            self.progress.stop()
-
-
-def _progress(enabled: bool, total: int, label: str) -> _Bar:
-    return _Bar(enabled, total, label)
-
-
-def write_rows(rows: list[dict], path: str | Path) -> Path:
-    """Write rows as JSONL or CSV (by suffix), atomically (temp file, then rename)."""
-    import pandas as pd
-
-    p = Path(path)
-    if p.suffix.lower() not in (".jsonl", ".csv"):
-        raise LlmganError(f"output {p} must end in .jsonl or .csv")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    os.close(fd)
     try:
-        if p.suffix.lower() == ".jsonl":
-            with open(tmp, "w", encoding="utf-8") as f:
-                for r in rows:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        else:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LlmganError(f"--device {device}: not a torch device (use cpu, cuda, cuda:1, mps, ...)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+            raise LlmganError(f"--device {device}: no CUDA device is available (torch {torch.__version__}, "
+                              f"{build}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LlmganError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise LlmganError(f"--device {device}: no MPS device is available; use --device cpu")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -145,6 +134,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _rows(prompts: list[list[dict]], reals, texts: list[str]) -> list[dict]:
+    return [{"prompt": last_user_message(msgs),
+             "system": next((m["content"] for m in msgs if m["role"] == "system"), ""),
+             "real": real, "generated": gen}
+            for msgs, real, gen in zip(prompts, reals, texts)]
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -155,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
         raise LlmganError("need --temperature > 0, 0 < --top-p <= 1, --max-new-tokens >= 1 and --batch-size >= 1")
     if args.offset < 0 or (args.limit is not None and args.limit < 1):
         raise LlmganError(f"need --offset >= 0 and --limit >= 1 (got --offset {args.offset}, --limit {args.limit})")
-    if Path(args.output).suffix.lower() not in (".jsonl", ".csv"):
-        raise LlmganError(f"output {args.output} must end in .jsonl or .csv")
+    check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
+    check_device(args.device)
     ds = load_prepared(args.dataset)
     if args.split not in ds:
         raise LlmganError(f"split '{args.split}' not in {args.dataset}; splits: {', '.join(ds)}")
@@ -173,14 +169,24 @@ def run(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code).to(args.device)
     t0 = time.perf_counter()
-    texts = generate_responses(model, tok, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                               top_p=args.top_p, do_sample=not args.greedy, batch_size=args.batch_size,
-                               seed=args.seed, progress=not args.quiet)
+    try:
+        texts = generate_responses(model, tok, prompts, max_new_tokens=args.max_new_tokens,
+                                   temperature=args.temperature, top_p=args.top_p, do_sample=not args.greedy,
+                                   batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+    except GenerationInterrupted as stop:
+        kept = len(stop.finished)
+        if kept:
+            out = write_rows(_rows(prompts, split["response"], stop.finished), args.output)
+            where = f"kept the {kept} finished rows (of {stop.total}) in {out}"
+        else:
+            where = f"no row was finished (of {stop.total}); nothing written"
+        rest = Path(args.output)
+        rest = rest.with_name(f"{rest.stem}.rest{rest.suffix}")
+        limit = "" if args.limit is None else f" --limit {args.limit - kept}"
+        raise GenerationInterrupted(stop.finished, stop.total, f"{stop.signal_name}: {where}; continue with "
+                                    f"--offset {args.offset + kept}{limit} -o {rest} (same seed and settings)") from None
     dt = time.perf_counter() - t0
-    rows = [{"prompt": last_user_message(msgs),
-             "system": next((m["content"] for m in msgs if m["role"] == "system"), ""),
-             "real": real, "generated": gen}
-            for msgs, real, gen in zip(prompts, split["response"], texts)]
+    rows = _rows(prompts, split["response"], texts)
     out = write_rows(rows, args.output)
     print(f"wrote {len(rows)} rows to {out} ({dt:.1f} s, {len(rows) / dt:.2f} responses/s)")
     return 0

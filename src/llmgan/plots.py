@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from llmgan.errors import LlmganError
+from llmgan.io import atomic_file, check_output_path
 
 DEFAULT_METRICS = ("generator/reward_mean", "discriminator/accuracy", "generator/kl",
                    "generator/completion_length")
@@ -58,6 +59,26 @@ def running_mean(values, window: int) -> list[float]:
     return out
 
 
+def _finish_axes(ax, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, axes, used: int, path: Path) -> Path:
+    """Hide the unused panels, lay out and write the figure atomically (the format from the suffix)."""
+    import matplotlib.pyplot as plt
+
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=90, format=path.suffix.lstrip(".").lower() or "png")
+    plt.close(fig)
+    return path
+
+
 def plot_metrics(metrics_file: str | Path, out_dir: str | Path) -> list[Path]:
     """One PNG per metric namespace (discriminator, generator, timing, ...); returns the files written."""
     import matplotlib
@@ -90,17 +111,8 @@ def plot_metrics(metrics_file: str | Path, out_dir: str | Path) -> list[Path]:
                 ax.legend(fontsize=6, loc="best")
             else:
                 ax.plot(xs, ys, lw=1.2)
-            ax.set_title(f"{ns}/{name}", fontsize=9)
-            ax.set_xlabel("step", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(names):]:
-            ax.axis("off")
-        fig.tight_layout()
-        path = out / f"{ns}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+            _finish_axes(ax, f"{ns}/{name}")
+        written.append(_save(fig, axes, len(names), out / f"{ns}.png"))
     return written
 
 
@@ -144,30 +156,34 @@ def plot_runs(metrics_files: Sequence[str | Path], out_file: str | Path, *, labe
             if window > 1:
                 ax.plot(xs, running_mean(ys, window), lw=1.6, color=c)
             ax.plot([], [], color=c, lw=1.6, label=label)
-        ax.set_title(m + (" (lines: running mean)" if m == metrics[0] else ""), fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
+        _finish_axes(ax, m + (" (lines: running mean)" if m == metrics[0] else ""))
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
-    fig.tight_layout()
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return _save(fig, axes, len(metrics), figure_path(out_file))
+
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def figure_path(path: str | Path) -> Path:
+    """The figure's real file name: `.png` is added when the name has no suffix (matplotlib would add it
+    silently, and the command would print another name than it wrote); other suffixes are refused."""
+    p = Path(path)
+    if not p.suffix:
+        p = p.with_name(p.name + ".png")
+    return check_output_path(p, kind="file", suffixes=FIGURE_SUFFIXES, what="figure")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their metrics.jsonl files)")
-    p.add_argument("-o", "--output", required=True, metavar="PNG", help="the figure to write")
+    p.add_argument("-o", "--output", required=True, metavar="FIGURE",
+                   help="the figure to write (.png, .pdf or .svg; .png is added to a name without a suffix)")
     p.add_argument("--labels", nargs="+", help="one legend label per run (default: the folder names)")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                    help=f"metrics to draw (default: {' '.join(DEFAULT_METRICS)})")
 
 
 def run(args: argparse.Namespace) -> int:
+    figure_path(args.output)
     files = [Path(r) / "metrics.jsonl" if Path(r).is_dir() else Path(r) for r in args.runs]
     for f in files:
         if not f.is_file():
