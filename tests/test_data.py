@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import DEMO_FILE
 from llmgan.cli import main
-from llmgan.data import (CARD_NAME, PrepareOptions, _clean_text, clean_pairs, grouped_split, load_prepared, prepare,
+from llmgan.data import (CARD_NAME, PrepareOptions, clean_text, clean_pairs, grouped_split, load_prepared, prepare,
                          read_table)
 from llmgan.errors import LlmganError
 
@@ -92,9 +92,9 @@ def test_read_table_errors(tmp_path):
 
 
 def test_clean_text_strips_and_unescapes():
-    assert _clean_text("  Tom &amp; Jerry &lt;3 &#39;x&#39;\n\t") == "Tom & Jerry <3 'x'"
-    assert _clean_text(None) == ""
-    assert _clean_text(float("nan")) == ""
+    assert clean_text("  Tom &amp; Jerry &lt;3 &#39;x&#39;\n\t") == "Tom & Jerry <3 'x'"
+    assert clean_text(None) == ""
+    assert clean_text(float("nan")) == ""
 
 
 def test_clean_pairs_counts_per_reason():

@@ -133,7 +133,7 @@ def _check_text(df, column: str, source: str) -> None:
                               f"{str(v)[:40]!r}; convert the column to strings")
 
 
-def _clean_text(v) -> str:
+def clean_text(v) -> str:
     if not isinstance(v, str):
         return ""
     return html.unescape(v).strip()
@@ -154,7 +154,7 @@ def clean_pairs(prompts: list, responses: list, max_response_tokens: Optional[in
                 count_tokens=None, scopes: Optional[list] = None) -> tuple[list[int], CleanReport]:
     """Indices of rows kept after cleaning, and the counts dropped by reason.
 
-    Strips whitespace and unescapes HTML entities (the caller applies `_clean_text` to the values),
+    Strips whitespace and unescapes HTML entities (the caller applies `clean_text` to the values),
     drops empty prompts, empty responses, exact duplicate (prompt, response) pairs, and responses
     longer than `max_response_tokens` (counted with `count_tokens(list[str]) -> list[int]`).
     Duplicates are looked for within each scope (`scopes[i]`, e.g. the ready-made split a row comes
@@ -282,10 +282,10 @@ def _rows_from(df, task: Task, source: str) -> tuple[list[str], list[str], list[
     records = df.to_dict("records")
     prompts, responses = [], []
     for rec in records:
-        values = {f: _clean_text(rec.get(f)) for f in fields if f != "prompt"}
-        values["prompt"] = _clean_text(rec.get(task.prompt_column))
+        values = {f: clean_text(rec.get(f)) for f in fields if f != "prompt"}
+        values["prompt"] = clean_text(rec.get(task.prompt_column))
         prompts.append(task.template.format(**values).strip() if values["prompt"] else "")
-        responses.append(_clean_text(rec.get(task.response_column)))
+        responses.append(clean_text(rec.get(task.response_column)))
     return prompts, responses, records
 
 
