@@ -74,13 +74,14 @@ def main() -> int:
               f"(detector AUROC {metrics['detector_auroc']:.3f}, MAUVE {metrics['mauve']:.3f})")
 
         os.environ.update(env)
-        from llmgan import evaluate as ev
+        from llmgan import evaluation as ev
+        from llmgan.evaluation.embed import embed, load_encoder
 
         t0 = time.perf_counter()
-        ev.load_encoder()
+        load_encoder()
         t1 = time.perf_counter()
         prompts, real, gen = ev.read_pairs(f)
-        ev.embed(prompts + real + gen, threads=args.threads)
+        embed(prompts + real + gen, threads=args.threads)
         t2 = time.perf_counter()
         ev.run_evaluation(prompts, real, gen)  # embeddings cached: metrics, floors, projection only
         t3 = time.perf_counter()

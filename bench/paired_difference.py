@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmgan.evaluate import auroc_difference_ci
+from llmgan.evaluation.detectors import auroc_difference_ci
 
 
 def _scores(folder: str) -> pd.DataFrame:

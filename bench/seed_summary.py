@@ -14,7 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from llmgan.evaluate import HEADLINE, METRICS, _fmt
+from llmgan.evaluation import DETECTORS, METRICS
+from llmgan.evaluation.metrics import format_value
 
 
 def main(paths: list[str]) -> int:
@@ -28,12 +29,16 @@ def main(paths: list[str]) -> int:
     head = ["metric", *[Path(p).name for p in paths], "mean", "sd"]
     print("| " + " | ".join(head) + " |")
     print("| --- |" + " ---: |" * (len(head) - 1))
-    for k in HEADLINE:
+    rows = [(d.metric_key, f"Detector AUROC ({d.label})") for d in DETECTORS.values()]
+    rows += [(k, m.label) for k, m in METRICS.items() if m.headline]
+    for k, label in rows:
+        if not all(r.get(k) is not None for r in runs):
+            continue
         vals = [r[k] for r in runs]
         mean, sd = statistics.mean(vals), statistics.stdev(vals)
         scale = 100 if k == "profanity_rate" else 1
         sd_text = f"{scale * sd:.1f}" if k in ("profanity_rate", "mean_words", "length_wasserstein") else f"{sd:.3f}"
-        print("| " + " | ".join([METRICS[k][0], *[_fmt(v, k) for v in vals], _fmt(mean, k), sd_text]) + " |")
+        print("| " + " | ".join([label, *[format_value(v, k) for v in vals], format_value(mean, k), sd_text]) + " |")
     return 0
 
 

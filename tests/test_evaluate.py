@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmgan import evaluate as ev
+from llmgan import evaluation as ev
+from llmgan.evaluation import detectors as det
+from llmgan.evaluation import textstats as ts
 from llmgan.cli import main
 from llmgan.errors import LlmganError
 
@@ -40,8 +42,8 @@ def halves(demo):
 # ------------------------------------------------------------------------- hand-computed metrics
 
 def test_style_features_hand_computed():
-    x = ev.style_features(["AB c! #x @y\n?", "see https://t.co/abc \U0001F600\U0001F600", ""])
-    assert x.shape == (3, len(ev.STYLE_FEATURES))
+    x = ts.style_features(["AB c! #x @y\n?", "see https://t.co/abc \U0001F600\U0001F600", ""])
+    assert x.shape == (3, len(ts.STYLE_FEATURES))
     # words, characters, uppercase ratio, !, ?, hashtags, mentions, URLs, emoji, newlines
     assert x[0].tolist() == [5, 13, 0.4, 1, 1, 1, 1, 0, 0, 1]
     assert x[1].tolist() == [3, 23, 0.0, 0, 0, 0, 0, 1, 2, 0]
@@ -50,53 +52,53 @@ def test_style_features_hand_computed():
 
 def test_distinct_n_hand_computed():
     texts = ["a b a b", "A c"]  # lowercased tokens: a b a b | a c
-    assert ev.distinct_n(texts, 1) == pytest.approx(3 / 6)
-    assert ev.distinct_n(texts, 2) == pytest.approx(3 / 4)  # (a b) (b a) (a b) (a c)
-    assert ev.distinct_n(["x"], 2) == 0.0
+    assert ts.distinct_n(texts, 1) == pytest.approx(3 / 6)
+    assert ts.distinct_n(texts, 2) == pytest.approx(3 / 4)  # (a b) (b a) (a b) (a c)
+    assert ts.distinct_n(["x"], 2) == 0.0
 
 
 def test_length_metrics_hand_computed():
-    g, r = ev.word_counts(["a", "a b", "a b c"]), ev.word_counts(["a b", "a b c", "a b c d"])
+    g, r = ts.word_counts(["a", "a b", "a b c"]), ts.word_counts(["a b", "a b c", "a b c d"])
     assert g.tolist() == [1, 2, 3]
-    assert ev.wasserstein(g, r) == pytest.approx(1.0)
-    assert ev.length_ratio(g, r) == pytest.approx(2 / 3)
-    assert ev.length_ratio(g, [0, 0]) is None
+    assert ts.wasserstein(g, r) == pytest.approx(1.0)
+    assert ts.length_ratio(g, r) == pytest.approx(2 / 3)
+    assert ts.length_ratio(g, [0, 0]) is None
 
 
 def test_sentiment_hand_computed():
     # VADER: "good" has valence 1.9; compound = 1.9 / sqrt(1.9^2 + 15)
-    assert ev.vader_compound(["good"])[0] == pytest.approx(1.9 / math.sqrt(1.9 ** 2 + 15), abs=1e-4)
-    d = ev.sentiment_distribution([-0.5, -0.05, 0.0, 0.04, 0.05, 0.9])
+    assert ts.vader_compound(["good"])[0] == pytest.approx(1.9 / math.sqrt(1.9 ** 2 + 15), abs=1e-4)
+    d = ts.sentiment_distribution([-0.5, -0.05, 0.0, 0.04, 0.05, 0.9])
     assert d == pytest.approx({"negative": 1 / 3, "neutral": 1 / 3, "positive": 1 / 3})
-    assert ev.js_divergence([1, 0, 0], [0, 1, 0]) == pytest.approx(1.0)
-    assert ev.js_divergence([0.5, 0.5, 0], [0.5, 0, 0.5]) == pytest.approx(0.5)
-    assert ev.js_divergence([2, 1, 1], [0.5, 0.25, 0.25]) == pytest.approx(0.0)
+    assert ts.js_divergence([1, 0, 0], [0, 1, 0]) == pytest.approx(1.0)
+    assert ts.js_divergence([0.5, 0.5, 0], [0.5, 0, 0.5]) == pytest.approx(0.5)
+    assert ts.js_divergence([2, 1, 1], [0.5, 0.25, 0.25]) == pytest.approx(0.0)
 
 
 def test_offensive():
-    assert ev.offensive(["fuck you idiot", "have a nice day"]).tolist() == [1.0, 0.0]
+    assert ts.offensive(["fuck you idiot", "have a nice day"]).tolist() == [1.0, 0.0]
 
 
 def test_cosines_hand_computed():
     a = np.array([[1.0, 0.0], [0.0, 1.0]])
-    assert ev.mean_pair_cosine(a, np.array([[1.0, 0.0], [1.0, 0.0]])) == pytest.approx(0.5)
-    assert ev.mismatched_cosine(a, np.array([[1.0, 0.0], [1.0, 0.0]])) == pytest.approx(0.5)
-    assert ev.mean_pair_cosine(a, a[::-1]) == pytest.approx(0.0)
-    assert ev.mismatched_cosine(a, a[::-1]) == pytest.approx(1.0)
+    assert ts.mean_pair_cosine(a, np.array([[1.0, 0.0], [1.0, 0.0]])) == pytest.approx(0.5)
+    assert ts.mismatched_cosine(a, np.array([[1.0, 0.0], [1.0, 0.0]])) == pytest.approx(0.5)
+    assert ts.mean_pair_cosine(a, a[::-1]) == pytest.approx(0.0)
+    assert ts.mismatched_cosine(a, a[::-1]) == pytest.approx(1.0)
     emb = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
     # prompts p, p, q: one same-prompt pair (rows 0, 1) with cosine 0.6
-    assert ev.same_prompt_cosine(["p", "p", "q"], emb, ["x", "y", "z"]) == (pytest.approx(0.6), 1)
-    assert ev.same_prompt_cosine(["p", "q", "r"], emb, ["x", "y", "z"]) == (None, 0)
+    assert ts.same_prompt_cosine(["p", "p", "q"], emb, ["x", "y", "z"]) == (pytest.approx(0.6), 1)
+    assert ts.same_prompt_cosine(["p", "q", "r"], emb, ["x", "y", "z"]) == (None, 0)
 
 
 def test_frechet_hand_computed():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 3))
-    assert ev.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
-    assert ev.frechet_distance(x + [1.0, 2.0, 2.0], x) == pytest.approx(9.0)  # same covariance: |mean shift|^2
+    assert ts.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    assert ts.frechet_distance(x + [1.0, 2.0, 2.0], x) == pytest.approx(9.0)  # same covariance: |mean shift|^2
     # 1-D: (mu1 - mu2)^2 + (s1 - s2)^2 with sample standard deviations
     a, b = np.array([[0.0], [2.0]]), np.array([[0.0], [4.0], [8.0]])
-    assert ev.frechet_distance(a, b) == pytest.approx((1 - 4) ** 2 + (math.sqrt(2) - 4) ** 2)
+    assert ts.frechet_distance(a, b) == pytest.approx((1 - 4) ** 2 + (math.sqrt(2) - 4) ** 2)
 
 
 def test_self_bleu_matches_sacrebleu(demo):
@@ -105,18 +107,18 @@ def test_self_bleu_matches_sacrebleu(demo):
     texts = demo[1][:40] + ["", "the cat sat on the mat", "the cat sat on the mat", "a b", "x y z w v"]
     slow = np.mean([sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1:], smooth_method="floor", smooth_value=0.1).score
                     / 100 for i, t in enumerate(texts)])
-    assert ev.self_bleu(texts) == pytest.approx(slow, abs=1e-9)
-    assert ev.self_bleu(["the cat sat on the mat"] * 3) == pytest.approx(1.0)
-    assert ev.self_bleu(["one"]) == 0.0
+    assert ts.self_bleu(texts) == pytest.approx(slow, abs=1e-9)
+    assert ts.self_bleu(["the cat sat on the mat"] * 3) == pytest.approx(1.0)
+    assert ts.self_bleu(["one"]) == 0.0
 
 
 def test_detector_and_mauve_on_toy_features():
     rng = np.random.default_rng(0)
     a, b = rng.normal(3, 1, size=(60, 4)), rng.normal(-3, 1, size=(60, 4))
-    auc, sg, sr, (fpr, tpr) = ev.detector_auroc(a, b, seed=0)
+    auc, sg, sr, (fpr, tpr) = det.detector_auroc(a, b, seed=0)
     assert auc == pytest.approx(1.0) and sg.min() > 0.5 > sr.max()
-    assert ev.mauve_score(a, a, seed=0) == pytest.approx(1.0, abs=1e-6)
-    assert ev.mauve_score(a, b, seed=0) < 0.1
+    assert ts.mauve_score(a, a, seed=0) == pytest.approx(1.0, abs=1e-6)
+    assert ts.mauve_score(a, b, seed=0) < 0.1
 
 
 def test_auroc_bootstrap_intervals():
@@ -125,20 +127,20 @@ def test_auroc_bootstrap_intervals():
     from sklearn.metrics import roc_auc_score
 
     auc = roc_auc_score(np.r_[np.ones(200), np.zeros(200)], np.r_[g, r])
-    low, high = ev.auroc_ci(g, r, seed=0)
+    low, high = det.auroc_ci(g, r, seed=0)
     assert low < auc < high and 0.03 < high - low < 0.15  # binomial-scale width for n = 200
-    assert ev.auroc_ci(g, r, seed=0) == (low, high)  # seeded
+    assert det.auroc_ci(g, r, seed=0) == (low, high)  # seeded
     # perfectly separated scores: every resample has AUROC 1
-    assert ev.auroc_ci(g + 100, r, seed=0) == pytest.approx((1.0, 1.0))
+    assert det.auroc_ci(g + 100, r, seed=0) == pytest.approx((1.0, 1.0))
     # a system against itself: difference exactly 0 in every resample
-    assert ev.auroc_difference_ci(g, r, g, r, seed=0) == pytest.approx((0.0, 0.0, 0.0))
+    assert det.auroc_difference_ci(g, r, g, r, seed=0) == pytest.approx((0.0, 0.0, 0.0))
     # a clearly better (less detectable) system: negative difference, interval excludes 0
-    diff, dl, dh = ev.auroc_difference_ci(g, r, rng.normal(0, 1, 200), r, seed=0)
+    diff, dl, dh = det.auroc_difference_ci(g, r, rng.normal(0, 1, 200), r, seed=0)
     assert dl <= diff <= dh < 0
     with pytest.raises(LlmganError, match="paired"):
-        ev.auroc_ci(g, r[:-1])
+        det.auroc_ci(g, r[:-1])
     with pytest.raises(LlmganError, match="same length"):
-        ev.auroc_difference_ci(g, r, g[:-1], r)
+        det.auroc_difference_ci(g, r, g[:-1], r)
 
 
 # ------------------------------------------------------------------------------ whole evaluation
@@ -207,7 +209,7 @@ def test_read_pairs_formats_and_chat_prompts(tmp_path):
     ("prompt,real,generated\n", ".csv", "has no rows"),
     ('{"prompt": "p", "real": "r", "generated": "g"}\n{"prompt": "p", "real": "r"}\n', ".jsonl",
      "1 of 2 rows have no 'generated' value (first: row 2)"),
-    ('{"prompt": "p", "real": "r", "generated": "g"}\nnot json\n', ".jsonl", "line 2 is not valid JSON"),
+    ('{"prompt": "p", "real": "r", "generated": "g"}\nnot json\n', ".jsonl", "as jsonl"),
     ("a,b\n", ".txt", "unsupported file type"),
     ('"a\nb",real,generated\nx,y,z\n', ".csv", "no column 'prompt' (columns found: a\\nb, real, generated)"),
     ("".join(f'{{"prompt": "p", "real": "r{i}", "generated": "g"}}\n' for i in range(5)), ".jsonl",
@@ -227,7 +229,7 @@ def test_unreadable_parquet_and_output_is_a_file(tmp_path, capsys):
     bad.write_bytes(b"not parquet at all")
     assert main(["evaluate", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {bad} could not be read") and err.count("\n") == 1
+    assert err.startswith(f"error: could not read {bad}") and err.count("\n") == 1
     target = tmp_path / "out.txt"
     target.write_text("x")
     assert main(["evaluate", str(bad), "-o", str(target)]) == 2

@@ -173,7 +173,7 @@ def test_prepare_with_escaped_lone_surrogates(work):
 
 def check_read_pairs(path: Path) -> int:
     """read_pairs gives equal-length lists of strings or one clear line; returns the number of rows read."""
-    from llmgan.evaluate import read_pairs
+    from llmgan.evaluation import read_pairs
 
     try:
         prompts, real, generated = read_pairs(path)
@@ -221,7 +221,7 @@ def test_evaluate_on_garbage_files(work, data, suffix):
 
 
 def test_evaluate_missing_column_message_is_one_line_when_a_header_holds_a_line_break(work):
-    from llmgan.evaluate import read_pairs
+    from llmgan.evaluation import read_pairs
 
     f = fresh(work) / "in.csv"
     f.write_text('"a\nb",real,generated\nx,y,z\n')
@@ -244,27 +244,27 @@ def test_prepare_missing_column_message_is_one_line_when_a_header_holds_a_line_b
 @settings(max_examples=100 * SCALE, **SETTINGS)
 @given(st.lists(texts, max_size=8))
 def test_text_metrics_accept_any_text(xs):
-    from llmgan import evaluate as ev
+    from llmgan.evaluation import textstats as ts
 
-    assert 0.0 <= ev.distinct_n(xs, 1) <= 1.0 and 0.0 <= ev.distinct_n(xs, 2) <= 1.0
-    assert 0.0 <= ev.self_bleu(xs) <= 1.0 + 1e-12  # sacrebleu gives 100.00000000000004 for identical texts
-    feats = ev.style_features(xs)
-    assert feats.shape == (len(xs), len(ev.STYLE_FEATURES)) and (feats >= 0).all()
-    compound = ev.vader_compound(xs)
+    assert 0.0 <= ts.distinct_n(xs, 1) <= 1.0 and 0.0 <= ts.distinct_n(xs, 2) <= 1.0
+    assert 0.0 <= ts.self_bleu(xs) <= 1.0 + 1e-12  # sacrebleu gives 100.00000000000004 for identical texts
+    feats = ts.style_features(xs)
+    assert feats.shape == (len(xs), len(ts.STYLE_FEATURES)) and (feats >= 0).all()
+    compound = ts.vader_compound(xs)
     assert ((compound >= -1) & (compound <= 1)).all()
     if xs:
-        shares = ev.sentiment_distribution(compound)
+        shares = ts.sentiment_distribution(compound)
         assert math.isclose(sum(shares.values()), 1.0)
-        assert 0.0 <= ev.js_divergence(shares.values(), [1 / 3] * 3) <= 1.0
-        words = ev.word_counts(xs)
-        assert math.isfinite(ev.wasserstein(words, words + 1))
-        ratio = ev.length_ratio(words, words)
+        assert 0.0 <= ts.js_divergence(shares.values(), [1 / 3] * 3) <= 1.0
+        words = ts.word_counts(xs)
+        assert math.isfinite(ts.wasserstein(words, words + 1))
+        ratio = ts.length_ratio(words, words)
         assert ratio is None or ratio == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("lengths", [(20, 20, 19), (21, 20, 20), (20, 0, 20), (19, 19, 19)])
 def test_evaluate_pairs_with_mismatched_or_too_few_rows(lengths):
-    from llmgan.evaluate import evaluate_pairs
+    from llmgan.evaluation import evaluate_pairs
 
     a, b, c = (["x"] * n for n in lengths)
     with pytest.raises(LlmganError) as info:
@@ -278,7 +278,7 @@ def test_evaluate_pairs_with_mismatched_or_too_few_rows(lengths):
 def test_full_evaluation_of_strange_texts_gives_a_complete_strict_json_report(work, triples):
     """Empty, emoji-only, control-character, right-to-left and very long responses: the evaluation runs,
     every number in metrics.json is finite or null (strict JSON), and every report file is written."""
-    from llmgan.evaluate import run_evaluation, write_outputs
+    from llmgan.evaluation import run_evaluation, write_outputs
 
     prompts, real, generated = (list(x) for x in zip(*triples))
     result = run_evaluation(prompts, real, generated, seed=0)

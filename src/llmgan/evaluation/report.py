@@ -9,10 +9,15 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any, Mapping
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
 
-# Only evaluate's constants are imported at module level; it imports nothing heavy at import time.
-from llmgan.evaluate import METRICS, EvalResult, _fmt, differences_lines
+from llmgan.evaluation import metrics as reg
+from llmgan.evaluation.compare import comparison_table, detector_differences, differences_lines, table_entries
+from llmgan.evaluation.judge import EvalResult
+from llmgan.evaluation.metrics import format_value
+from llmgan.io import write_atomic, write_json
 
 PLOT_TITLES = {
     "roc": "Detector ROC curve (out-of-fold)",
@@ -87,21 +92,19 @@ def make_plots(result: EvalResult) -> dict[str, bytes]:
 # --------------------------------------------------------------------------------------- tables
 
 def metric_rows(result: EvalResult) -> list[tuple[str, str, str, str, str]]:
-    """(label, system value, system at the floor's sample size, human floor, best) per metric, formatted."""
+    """(label, system value, system at the floor's sample size, human floor, best) per metric, formatted:
+    the detectors (each followed by its bootstrap interval when there is one), then the metric registry."""
     m = result.metrics
     same = m.get("same_size_as_floor") or {}
-    rows = [(METRICS[k][0], _fmt(m.get(k), k), _fmt(same[k], k) if k in same else "",
-             _fmt(m.get(f"human_{k}"), k), METRICS[k][1]) for k in METRICS]
-    ci = m.get("detector_auroc_ci")
-    if ci:
-        rows.insert(1, (f"Detector AUROC, {ci['level']:.0%} bootstrap interval", f"{ci['low']:.3f}-{ci['high']:.3f}",
-                        "", "", "test-set noise"))
-    rows.insert(list(METRICS).index("relevance_cosine") + 1 + bool(ci), (
-        "cos(gen, real) other prompts (chance)", _fmt(m.get("relevance_cosine_mismatched")), "", "",
-        "below the line above"))
-    fmt = lambda dd: " / ".join(f"{100 * (dd or {}).get(c, 0):.0f}%" for c in ("negative", "neutral", "positive"))
-    rows.append(("Sentiment negative / neutral / positive", fmt(m.get("sentiment_distribution")), "",
-                 fmt(m.get("human_sentiment_distribution")), "= human"))
+    rows = []
+    for k, label, best in table_entries(result, compare_only=False):
+        floor = reg.REGISTRY[k].floor if k in reg.REGISTRY else reg.HALVES
+        rows.append((label, format_value(m.get(k), k), format_value(same[k], k) if k in same else "",
+                     "" if floor == reg.NONE else format_value(m.get(f"human_{k}"), k), best))
+        ci = m.get(f"{k}_ci")
+        if ci:
+            rows.append((f"{label.split(' (')[0]}, {ci['level']:.0%} bootstrap interval",
+                         f"{ci['low']:.3f}-{ci['high']:.3f}", "", "", "test-set noise"))
     return rows
 
 
@@ -211,7 +214,7 @@ def render_html(result: EvalResult, pngs: Mapping[str, bytes], *, worst: int = 2
 
 def _compare_rows(table) -> tuple[list[str], list[list[str]]]:
     cols = [c for c in table.columns if c not in ("key",)]
-    rows = [[str(r[c]) if c in ("metric", "best") else _fmt(r[c], r["key"]) for c in cols]
+    rows = [[str(r[c]) if c in ("metric", "best") else format_value(r[c], r["key"]) for c in cols]
             for _, r in table.iterrows()]
     return cols, rows
 
@@ -246,5 +249,37 @@ def render_compare_html(table, differences=()) -> str:
     return _page("llmgan evaluate --compare", body)
 
 
-__all__ = ["make_plots", "metric_rows", "render_compare_html", "render_compare_markdown",
-           "render_html", "render_markdown"]
+# ------------------------------------------------------------------------------------------ output
+
+def write_outputs(result: EvalResult, out_dir: str | Path, *, worst: int = 20) -> dict[str, Path]:
+    """metrics.json, report.md, report.html, samples.csv and plots/*.png under out_dir (each written atomically)."""
+    out = Path(out_dir)
+    pngs = make_plots(result)
+    paths = {"metrics": write_json(out / "metrics.json", result.metrics)}
+    for name, png in pngs.items():
+        write_atomic(out / "plots" / f"{name}.png", png)
+    paths["markdown"] = write_atomic(out / "report.md", render_markdown(
+        result, {k: f"plots/{k}.png" for k in pngs}, worst=worst))
+    paths["html"] = write_atomic(out / "report.html", render_html(result, pngs, worst=worst))
+    paths["samples"] = write_atomic(out / "samples.csv", result.samples.to_csv(index=False))
+    return paths
+
+
+def write_comparison(results: Sequence[EvalResult], out_dir: str | Path, *, seed: int = 0,
+                     differences: Optional[list[dict[str, Any]]] = None) -> dict[str, Path]:
+    """comparison.json/.md/.html and each system's samples; `differences` from `detector_differences`
+    (computed here when not given)."""
+    out = Path(out_dir)
+    table = comparison_table(results)
+    diffs = detector_differences(results, seed=seed) if differences is None else differences
+    paths = {
+        "json": write_json(out / "comparison.json", {
+            "systems": {r.name: r.metrics for r in results},
+            "table": json.loads(table.to_json(orient="records")),
+            "detector_auroc_difference_vs_first": diffs}),
+        "markdown": write_atomic(out / "comparison.md", render_compare_markdown(table, diffs)),
+        "html": write_atomic(out / "comparison.html", render_compare_html(table, diffs)),
+    }
+    for r in results:
+        write_atomic(out / f"{r.name.replace('/', '_')}.samples.csv", r.samples.to_csv(index=False))
+    return paths

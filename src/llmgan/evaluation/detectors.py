@@ -1,0 +1,294 @@
+"""The detectors of `llmgan evaluate`: a registry, one fold assignment, and one way of scoring them all.
+
+A detector is a classifier trained to tell generated (label 1) from real (label 0) responses. Each entry
+of `REGISTRY` maps a name to a function that returns out-of-fold probabilities of "generated" for the
+texts in `DetectorInput` (generated rows first, then real), trained and scored on the folds of
+`fold_splits`, which every detector shares: a grouped k-fold by prompt, so a prompt's generated and
+real response are always in the same fold. Whatever the detector, the judge then scores it the same
+way (`judge.py`): AUROC of the out-of-fold scores, the human floor (two disjoint halves of the real
+responses, at the same sample size), a bootstrap interval over prompts, and in --compare the paired
+difference between systems.
+
+Adding a detector is one `register(Detector(...))` call (or one entry below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from llmgan.errors import LlmganError
+from llmgan.evaluation.textstats import one_thread
+
+BOOTSTRAP_RESAMPLES = 1000
+CI_LEVEL = 0.95
+
+
+# ------------------------------------------------------------------------------------------ folds
+
+def fold_splits(labels, groups=None, *, folds: int = 5, seed: int = 0) -> list[tuple[Any, Any]]:
+    """The (train_idx, test_idx) pairs every detector is trained and scored on.
+
+    With `groups` (one id per row; a prompt's generated and real response share an id):
+    StratifiedGroupKFold(folds, shuffle=True, random_state=seed); without: StratifiedKFold(folds,
+    shuffle=True, random_state=seed). Rows are ordered generated first, then real.
+    """
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    y = np.asarray(labels).astype(int)
+    x = np.zeros((len(y), 1))
+    if min(int((y == 1).sum()), int((y == 0).sum())) < folds:
+        raise LlmganError(f"need at least {folds} generated and {folds} real responses for "
+                          f"{folds}-fold cross-validation")
+    if groups is None:
+        return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y))
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(cv.split(x, y, groups=np.asarray(groups)))
+
+
+def out_of_fold(model, x, labels, splits):
+    """Out-of-fold P(label 1) of a scikit-learn classifier (a fresh clone per fold)."""
+    from sklearn.model_selection import cross_val_predict
+
+    return cross_val_predict(model, x, labels, cv=splits, method="predict_proba")[:, 1]
+
+
+def style_model():
+    """The style detector's classifier: log1p (counts are heavy-tailed), standardise, logistic regression."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    return make_pipeline(FunctionTransformer(np.log1p), StandardScaler(), LogisticRegression(max_iter=2000))
+
+
+@one_thread
+def detector_auroc(x_generated, x_real, *, seed: int = 0, folds: int = 5, groups=None, model=None):
+    """Out-of-fold AUROC of a classifier on feature rows telling generated (label 1) from real (label 0).
+
+    Returns (auroc, scores_generated, scores_real, (fpr, tpr)). `groups` (one id per generated row, the
+    same ids for the real rows) keeps a generated/real pair in the same fold. Folds: `fold_splits`.
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    xg, xr = np.asarray(x_generated, dtype=np.float64), np.asarray(x_real, dtype=np.float64)
+    y = np.r_[np.ones(len(xg), dtype=int), np.zeros(len(xr), dtype=int)]
+    g = None if groups is None else np.r_[np.asarray(groups), np.asarray(groups)]
+    splits = fold_splits(y, g, folds=folds, seed=seed)
+    scores = out_of_fold(model if model is not None else LogisticRegression(max_iter=2000), np.vstack([xg, xr]), y,
+                         splits)
+    auc, roc = auroc(scores[:len(xg)], scores[len(xg):])
+    return auc, scores[:len(xg)], scores[len(xg):], roc
+
+
+def auroc(scores_generated, scores_real):
+    """(AUROC, (fpr, tpr)) of generated (label 1) vs real (label 0) scores."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = np.r_[np.ones(len(scores_generated), dtype=int), np.zeros(len(scores_real), dtype=int)]
+    s = np.r_[np.asarray(scores_generated, dtype=np.float64), np.asarray(scores_real, dtype=np.float64)]
+    fpr, tpr, _ = roc_curve(y, s)
+    return float(roc_auc_score(y, s)), (fpr, tpr)
+
+
+# ------------------------------------------------------------------------------------- the registry
+
+@dataclass
+class DetectorInput:
+    """What a detector gets: the texts (generated rows first, then real), their MiniLM embeddings in the
+    same order, the labels (1 generated, 0 real), the group ids (None: no pairing) and the folds."""
+
+    texts: list[str]
+    embeddings: Any
+    labels: Any
+    groups: Any
+    splits: list
+    seed: int = 0
+    folds: int = 5
+    settings: Any = None  # this detector's settings (from `settings=` of run_evaluation), or None
+    progress: Any = None  # an llmgan.io.Progress, or None
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One registry entry. `scores(inp)` returns the out-of-fold P(generated) of every row of `inp`."""
+
+    name: str
+    label: str  # for tables: "Detector AUROC (<label>)"
+    scores: Callable[[DetectorInput], Any]
+    sees: str  # what it can and cannot see (docs, report's method section)
+    key: str = ""  # metrics.json key of its AUROC (default detector_auroc_<name>)
+    linear: bool = True  # cheap enough to run with one BLAS thread inside the metrics block
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def metric_key(self) -> str:
+        return self.key or f"detector_auroc_{self.name}"
+
+
+REGISTRY: dict[str, Detector] = {}
+
+
+def register(detector: Detector) -> Detector:
+    """Add (or replace) a detector; `--detectors NAME` and `detectors=[NAME]` can then use it."""
+    REGISTRY[detector.name] = detector
+    return detector
+
+
+def resolve(names: Optional[Sequence[str] | str]) -> list[Detector]:
+    """Registry entries for a list or a comma-separated string of names (None: DEFAULT_DETECTORS)."""
+    if names is None:
+        names = DEFAULT_DETECTORS
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown or not names:
+        raise LlmganError(f"unknown detector(s) {', '.join(unknown) or '(none given)'}; "
+                          f"choose from {', '.join(REGISTRY)}")
+    return [REGISTRY[n] for n in dict.fromkeys(names)]
+
+
+def _minilm_lr(inp: DetectorInput):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    return out_of_fold(LogisticRegression(max_iter=2000), np.asarray(inp.embeddings, dtype=np.float64), inp.labels,
+                       inp.splits)
+
+
+register(Detector(
+    name="minilm_lr", label="MiniLM", scores=_minilm_lr, key="detector_auroc",
+    sees="logistic regression (sklearn defaults, C=1) on L2-normalised embeddings; out-of-fold "
+         "scores; a prompt's generated and real response always in the same fold"))
+
+DEFAULT_DETECTORS: tuple[str, ...] = ("minilm_lr",)
+
+
+# ------------------------------------------------------------------------------------- scoring
+
+def run_detector(detector: Detector, texts_generated: Sequence[str], texts_real: Sequence[str], emb_generated,
+                 emb_real, *, groups=None, seed: int = 0, folds: int = 5, settings: Any = None,
+                 progress: Any = None) -> dict[str, Any]:
+    """Score one detector on generated vs real rows: {"auroc", "generated" (scores), "real" (scores), "roc"}.
+
+    `groups` as in `detector_auroc` (one id per generated row; None: ungrouped folds).
+    """
+    import numpy as np
+
+    n_gen = len(texts_generated)
+    y = np.r_[np.ones(n_gen, dtype=int), np.zeros(len(texts_real), dtype=int)]
+    g = None if groups is None else np.r_[np.asarray(groups), np.asarray(groups)]
+    splits = fold_splits(y, g, folds=folds, seed=seed)
+    emb = None if emb_generated is None else np.vstack([emb_generated, emb_real])
+    inp = DetectorInput(list(texts_generated) + list(texts_real), emb, y, g, splits, seed, folds, settings, progress)
+    fn = one_thread(detector.scores) if detector.linear else detector.scores
+    scores = np.asarray(fn(inp), dtype=np.float64)
+    if scores.shape != (len(y),):
+        raise LlmganError(f"detector {detector.name} returned {scores.shape} scores for {len(y)} texts")
+    auc, roc = auroc(scores[:n_gen], scores[n_gen:])
+    return {"auroc": auc, "generated": scores[:n_gen], "real": scores[n_gen:], "roc": roc}
+
+
+# ------------------------------------------------------------------------------- bootstrap intervals
+
+def _paired_bootstrap(data, statistic, *, n_resamples: int, level: float, seed: int):
+    """scipy's percentile bootstrap, resampling pairs (index i of every array together)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    res = bootstrap([np.asarray(a, dtype=np.float64) for a in data], statistic, paired=True, vectorized=False,
+                    n_resamples=n_resamples, confidence_level=level, method="percentile", rng=seed)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _max_auroc(y, arrays) -> float:
+    """max over detectors of AUROC(arrays[2k], arrays[2k + 1]) (generated, real scores of detector k)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    return max(roc_auc_score(y, np.concatenate([arrays[k], arrays[k + 1]])) for k in range(0, len(arrays), 2))
+
+
+def _flat(pairs: Sequence[tuple[Any, Any]], what: str) -> list:
+    import numpy as np
+
+    arrays = [np.asarray(a, dtype=np.float64) for p in pairs for a in p]
+    if not arrays or len({len(a) for a in arrays}) != 1:
+        raise LlmganError(f"{what} needs paired scores of the same length (one generated and one real per prompt)")
+    return arrays
+
+
+@one_thread
+def max_auroc_ci(pairs: Sequence[tuple[Any, Any]], *, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                 level: float = CI_LEVEL, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval (low, high) of the largest AUROC over detectors.
+
+    `pairs` holds one (scores_generated, scores_real) per detector, each of shape (n,), index i the same
+    prompt everywhere: one resample of prompts applies to every detector. With one detector this is the
+    interval of its AUROC. Test-set noise only: no detector is refitted, no generator retrained.
+    """
+    import numpy as np
+
+    arrays = _flat(pairs, "auroc_ci")
+    y = np.r_[np.ones(len(arrays[0])), np.zeros(len(arrays[0]))]
+    return _paired_bootstrap(arrays, lambda *a: _max_auroc(y, a), n_resamples=n_resamples, level=level, seed=seed)
+
+
+def auroc_ci(scores_generated, scores_real, *, n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
+             seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval (low, high) of the AUROC of scores_generated (label 1) vs scores_real (0).
+
+    scores_generated[i] and scores_real[i] (shape (n,) each) belong to the same prompt and are resampled
+    together. This is the test-set noise of the detector's out-of-fold scores: the detector is not refitted
+    and the generator not retrained, so the spread between training seeds comes on top.
+    """
+    if len(scores_real) != len(scores_generated):
+        raise LlmganError(f"auroc_ci needs paired scores (got {len(scores_generated)} generated and "
+                          f"{len(scores_real)} real)")
+    return max_auroc_ci([(scores_generated, scores_real)], n_resamples=n_resamples, level=level, seed=seed)
+
+
+@one_thread
+def max_auroc_difference_ci(base: Sequence[tuple[Any, Any]], system: Sequence[tuple[Any, Any]], *,
+                            n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
+                            seed: int = 0) -> tuple[float, float, float]:
+    """(difference, low, high) of max-over-detectors AUROC of `system` minus that of `base`, paired by prompt.
+
+    `base` and `system` each hold (scores_generated, scores_real) per detector, all of shape (n) with index i
+    the same prompt (two systems judged on the same real responses in the same order); one resample of
+    prompts applies to both systems, so the interval is that of a paired comparison. An interval that
+    excludes 0 means the difference is larger than the test-set noise of n prompts.
+    """
+    import numpy as np
+
+    arrays = _flat(list(base) + list(system), "auroc_difference_ci")
+    k = 2 * len(base)
+    y = np.r_[np.ones(len(arrays[0])), np.zeros(len(arrays[0]))]
+
+    def stat(*a):
+        return _max_auroc(y, a[k:]) - _max_auroc(y, a[:k])
+
+    low, high = _paired_bootstrap(arrays, stat, n_resamples=n_resamples, level=level, seed=seed)
+    return float(stat(*arrays)), low, high
+
+
+def auroc_difference_ci(base_generated, base_real, scores_generated, scores_real, *,
+                        n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """(difference, low, high): AUROC(scores_generated, scores_real) - AUROC(base_generated, base_real), with
+    a paired bootstrap interval over prompts (see `max_auroc_difference_ci`)."""
+    return max_auroc_difference_ci([(base_generated, base_real)], [(scores_generated, scores_real)],
+                                   n_resamples=n_resamples, level=level, seed=seed)
+
+
+def describe(detectors: Sequence[Detector]) -> dict[str, str]:
+    """name -> what it is and sees, for the settings in metrics.json."""
+    return {d.name: d.sees for d in detectors}
+
+
+def settings_for(detector: Detector, settings: Optional[Mapping[str, Any]]) -> Any:
+    return (settings or {}).get(detector.name)
