@@ -1,0 +1,301 @@
+"""llmgan serve: `transformers serve` behind llmgan's request check, started as a subprocess on a free localhost
+port and used through the `openai` client; the thread-simulation example end to end.
+
+The tiny random model (exported from a run built without training) checks the API, errors, concurrency,
+the default system prompt (by the prompt's token count) and a clean stop; the slow test uses the embedded
+default model to check that the served model follows a persona's system message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from test_export import make_fake_run
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "agent"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m llmgan.serving.serve MODEL` as a subprocess; waits for /health."""
+
+    def __init__(self, model: str, *extra: str, cache: Path, timeout: float = 180):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = cache / f"serve-{self.port}.log"
+        env = {**os.environ, "LLMGAN_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmgan.serving.serve", model, "--port", str(self.port),
+                                      "--name", NAME, *extra], stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+                                     env=env, cwd=REPO)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server not healthy after {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def client(self):
+        from openai import OpenAI
+
+        return OpenAI(base_url=f"{self.base}/v1", api_key="none", timeout=120, max_retries=0)
+
+    def post(self, data: bytes) -> tuple[int, dict]:
+        req = urllib.request.Request(f"{self.base}/v1/chat/completions", data=data,
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # llmgan serve prints every thread's stack into the log
+                time.sleep(2)
+                self.proc.kill()
+                self.proc.wait()
+                return -9
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def run_export(tmp_path_factory, tiny_model_dir, demo_data) -> Path:
+    from llmgan.serving.export import export
+
+    base = tmp_path_factory.mktemp("serve")
+    run = make_fake_run(base / "run", tiny_model_dir, demo_data)
+    export(str(run), base / "agent", verbose=False, check=False)
+    return base / "agent"
+
+
+@pytest.fixture(scope="module")
+def server(run_export, tmp_path_factory):
+    srv = Server(str(run_export), cache=tmp_path_factory.mktemp("cache"))
+    yield srv
+    srv.stop()
+
+
+USER = [{"role": "user", "content": "The new bike lanes downtown are great."}]
+
+
+def test_startup_line_models_and_completion(server):
+    head = server.log.read_text()
+    assert "engine transformers serve" in head and f"port {server.port}" in head and "127.0.0.1" in head
+    client = server.client()
+    assert [m.id for m in client.models.list().data] == [NAME]
+    reply = client.chat.completions.create(model=NAME, messages=USER, max_tokens=8)
+    assert reply.choices[0].message.content and reply.usage.completion_tokens == 8
+
+
+def test_streamed_completion(server):
+    stream = server.client().chat.completions.create(model=NAME, messages=USER, max_tokens=6, stream=True)
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) >= 3 and text
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_bad_requests_get_json_4xx_and_the_server_keeps_serving(server):
+    import openai
+
+    bad = [b'{"messages": [{"role": ', b'{"max_tokens": 5}', b'{"messages": "hi"}', b'[1, 2]',
+           json.dumps({"messages": [{"content": "no role"}]}).encode(),
+           json.dumps({"messages": USER, "max_tokens": "ten"}).encode(),
+           json.dumps({"messages": USER, "max_tokens": 0}).encode(),
+           json.dumps({"messages": USER, "max_tokens": 10**6}).encode(),  # more than the context
+           json.dumps({"messages": [{"role": "user", "content": "word " * 1100}]}).encode(),  # prompt > context
+           json.dumps({"messages": USER, "temperature": 7}).encode(),
+           json.dumps({"messages": USER, "n": 3}).encode()]
+    for data in bad:
+        status, body = server.post(data)
+        assert 400 <= status < 500, (data[:80], status, body)
+        assert body["error"]["message"] if "error" in body else body["detail"], body
+    status, body = server.post(json.dumps({"model": "gpt-4", "messages": USER}).encode())
+    assert status == 404 and body["error"]["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError, match="context"):
+        server.client().chat.completions.create(model=NAME, messages=USER, max_tokens=5000)
+    status, body = server.post(json.dumps({"model": NAME, "messages": USER, "max_tokens": 4}).encode())
+    assert status == 200 and body["choices"][0]["message"]["content"]
+    assert server.proc.poll() is None
+
+
+def test_default_system_prompt_is_the_training_data_s(server, run_export):
+    """Without a system message the prompt is the training prompt (system = the data card's prompt); a persona's
+    system message replaces it. Checked by the engine's own token count of the prompt."""
+    from transformers import AutoTokenizer
+
+    from llmgan.data import TASKS
+
+    client = server.client()
+    tok = AutoTokenizer.from_pretrained(run_export)
+
+    def served_prompt_tokens(messages):
+        return client.chat.completions.create(model=NAME, messages=messages, max_tokens=1).usage.prompt_tokens
+
+    def tokens(system):
+        return len(tok.apply_chat_template([{"role": "system", "content": system}] + USER, add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)["input_ids"])
+
+    data_system = TASKS["reply"].system_prompt
+    smol_default = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert tokens(data_system) != tokens(smol_default)  # the check below can tell them apart
+    assert served_prompt_tokens(USER) == tokens(data_system)
+    persona = "You are Zorblax, a retired astronaut from Lyon who writes in French and leans left."
+    assert served_prompt_tokens([{"role": "system", "content": persona}] + USER) == tokens(persona)
+
+
+def test_sixteen_concurrent_requests(server):
+    client = server.client()
+
+    def ask(i):
+        msgs = [{"role": "user", "content": f"Post number {i}: what do you think about the weather?"}]
+        return client.chat.completions.create(model=NAME, messages=msgs, max_tokens=8).choices[0].message.content
+
+    t0 = time.time()
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(ask, range(16)))
+    assert len(replies) == 16 and all(r for r in replies), replies
+    assert time.time() - t0 < 120
+
+
+def test_thread_simulation_example(server, demo_data, tmp_path):
+    out = tmp_path / "threads.jsonl"
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "thread_simulation.py"), "--base-url",
+                           f"{server.base}/v1", "--data", str(demo_data), "--agents", "2", "--turns", "2",
+                           "--max-tokens", "8", "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 and [r["agent"] for r in rows] == ["anna", "bob", "anna", "bob"]
+    assert all(r["prompt"] and r["real"] and r["generated"] for r in rows)
+    assert len({r["prompt"] for r in rows}) == 1 and [r["turn"] for r in rows] == [0, 0, 1, 1]
+    # the real replies are the test split's replies to that post (llmgan evaluate format)
+    from datasets import load_from_disk
+
+    test = load_from_disk(str(demo_data))["test"]
+    real = {r["response"] for r in test if r["prompt_text"] == rows[0]["prompt"]}
+    assert {r["real"] for r in rows} <= real
+
+
+def test_server_stops_cleanly(server):
+    code = server.stop()
+    assert code == 0, server.log.read_text()[-2000:]
+    assert "llmgan serve: stopped" in server.log.read_text()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{server.base}/health", timeout=2)
+
+
+def test_serve_refuses_bad_setup_before_loading(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "llmgan.serving.serve", str(tmp_path / "nothing"), "--port",
+                               str(busy.getsockname()[1])], capture_output=True, text=True, timeout=120)
+    finally:
+        busy.close()
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot listen") and "--port" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "llmgan.serving.serve", str(tmp_path / "nothing"), "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.slow
+def test_default_model_follows_a_persona(tmp_path, default_model_dir):
+    """The embedded default served from the cache (exported on the fly with the reply task's system prompt), sampled
+    per request (no continuous batching): greedy replies follow a system message's name, and with no system message
+    the reply equals the one with the training prompt given explicitly."""
+    from llmgan.data import TASKS
+
+    srv = Server("default", "--no-continuous-batching", cache=tmp_path)
+    try:
+        client = srv.client()
+
+        def greedy(messages):
+            r = client.chat.completions.create(model=NAME, messages=messages, max_tokens=24, temperature=0)
+            return r.choices[0].message.content
+
+        ask = [{"role": "user", "content": "What is your name?"}]
+        assert "Zorblax" in greedy([{"role": "system", "content": "Your name is Zorblax."}] + ask)
+        assert "Zorblax" not in greedy(ask)
+        french = greedy([{"role": "system", "content": "You are a social media user who always writes in French."},
+                         {"role": "user", "content": "Write a reply to this post: The new bike lanes are great."}])
+        assert any(w in french.lower().split() for w in ("je", "les", "est", "sont", "bien", "très"))
+        assert greedy(USER) == greedy([{"role": "system", "content": TASKS["reply"].system_prompt}] + USER)
+        assert "engine transformers serve" in srv.log.read_text() and "(continuous batching)" not in srv.log.read_text()
+    finally:
+        assert srv.stop() == 0
+
+
+def make_check(fixed=None):
+    from llmgan.serving.serve import RequestCheck
+
+    return RequestCheck(name=NAME, engine_model="/models/x", count_tokens=lambda msgs: 10 * len(msgs), context=100,
+                        default_max_tokens=64, fixed_sampling=fixed)
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ({"messages": USER, "model": "other"}, 404, "model"),
+    ({"messages": []}, 400, "messages"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0]"),
+    ({"messages": [{"role": "user", "content": {"text": "x"}}]}, 400, "messages[0].content"),
+    ({"messages": USER, "max_tokens": True}, 400, "max_tokens"),
+    ({"messages": USER, "max_completion_tokens": 91}, 400, "max_tokens"),  # 10 prompt tokens + 91 > 100
+    ({"messages": [{"role": "user", "content": "x"}] * 10}, 400, "messages"),  # the prompt fills the context
+    ({"messages": USER, "top_p": 0}, 400, "top_p"),
+    ({"messages": USER, "stream": "yes"}, 400, "stream"),
+    ({"messages": USER, "stop": [1]}, 400, "stop"),
+])
+def test_request_check_refuses(body, status, param):
+    got = make_check()(body)
+    assert got is not None and got[0] == status and got[1]["error"]["param"] == param, got
+
+
+def test_request_check_rewrites_a_good_request():
+    check = make_check()
+    body = {"model": NAME, "messages": [{"role": "system", "content": "persona"},
+                                        {"role": "user", "content": [{"type": "text", "text": "post"}]}]}
+    assert check(body) is None
+    assert body["model"] == "/models/x" and body["max_tokens"] == 64  # the served name maps to the engine's model
+    body = {"messages": USER, "max_tokens": 90}
+    assert check(body) is None and body["max_tokens"] == 90
+    body = {"messages": [{"role": "user", "content": "x"}] * 5}
+    assert check(body) is None and body["max_tokens"] == 50  # what the context leaves
+
+
+def test_continuous_batching_pins_the_sampling():
+    """transformers 5.24's continuous batching samples every request with the first one's settings: other sampling
+    is refused (400) instead of being silently ignored; the served defaults themselves are accepted."""
+    check = make_check({"temperature": 1.0, "top_p": 1.0})
+    assert check({"messages": USER, "temperature": 1.0, "top_p": 1}) is None
+    for extra in ({"temperature": 0.2}, {"top_p": 0.9}, {"seed": 3}, {"stop": ["\n"]}):
+        got = check({"messages": USER, **extra})
+        assert got[0] == 400 and got[1]["error"]["code"] == "unsupported_with_continuous_batching", extra
+    assert make_check()({"messages": USER, "temperature": 0.2, "seed": 3}) is None
