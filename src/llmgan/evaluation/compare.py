@@ -25,11 +25,12 @@ def system_names(files: Sequence[str | Path]) -> list[str]:
 
 
 def table_entries(result: EvalResult, *, compare_only: bool = True) -> list[tuple[str, str, str]]:
-    """(key, label, best) of every table row: the detectors the result has, then the registered metrics
-    (with `compare_only`, those marked for the --compare table)."""
-    keys = [d for d in det.REGISTRY.values() if d.metric_key in result.metrics]
-    return ([(d.metric_key, f"Detector AUROC ({d.label})", "0.5") for d in keys]
-            + [(k, m.label, m.best) for k, m in reg.REGISTRY.items() if m.compare or not compare_only])
+    """(key, label, best) of every table row: the strongest detector, each detector the result has, then the
+    registered metrics (with `compare_only`, those marked for the --compare table)."""
+    m = result.metrics
+    rows = [("detector_auroc_max", "Detector AUROC, strongest detector", "0.5")] if "detector_auroc_max" in m else []
+    rows += [(d.metric_key, f"Detector AUROC ({d.label})", "0.5") for d in det.REGISTRY.values() if d.metric_key in m]
+    return rows + [(k, x.label, x.best) for k, x in reg.REGISTRY.items() if x.compare or not compare_only]
 
 
 def comparison_table(results: Sequence[EvalResult]):
@@ -52,30 +53,56 @@ def comparison_table(results: Sequence[EvalResult]):
 
 
 def detector_differences(results: Sequence[EvalResult], *, seed: int = 0) -> list[dict[str, Any]]:
-    """Each later system's detector AUROC minus the first system's, with a paired bootstrap interval.
+    """Each later system's detector AUROC minus the first system's, with a paired bootstrap interval over
+    prompts: for the strongest detector (detector "max": the largest AUROC of each system, every detector on
+    the same resample) and for each detector both systems ran.
 
-    Only for systems judged on the same (prompt, real) pairs in the same order as the first; others are
-    skipped. One dict per system: system, baseline, difference, low, high, level.
+    Only systems judged on the same (prompt, real) pairs in the same order as the first have a paired
+    difference; for the others the dict has `difference` None and a `reason`. Keys: system, baseline,
+    detector, difference, low, high, level (or reason).
     """
-    if len(results) < 2 or results[0].pair_scores is None:
+    if len(results) < 2:
         return []
-    base = results[0].pair_scores
-    name = next(iter(base["detectors"]))
+    first = results[0]
+    base = first.pair_scores
     out = []
     for r in results[1:]:
         ps = r.pair_scores
-        if ps is None or ps["pairs"] != base["pairs"] or name not in ps["detectors"]:
+        names = [k for k in base["detectors"] if k in ps["detectors"]]
+        reason = None
+        if len(ps["pairs"]) != len(base["pairs"]):
+            reason = f"{r.name} has {len(ps['pairs'])} pairs and {first.name} {len(base['pairs'])}"
+        elif ps["pairs"] != base["pairs"]:
+            same = sum(a == b for a, b in zip(ps["pairs"], base["pairs"]))
+            reason = (f"{r.name} and {first.name} differ in prompts or real responses ({same} of {len(base['pairs'])} "
+                      "rows match in order)")
+        elif not names:
+            reason = f"{r.name} and {first.name} have no detector in common"
+        if reason:
+            out.append({"system": r.name, "baseline": first.name, "detector": "max", "difference": None,
+                        "reason": f"no paired difference: {reason}; a paired comparison needs the same prompts and "
+                                  "real responses in the same order (generate both from one split)"})
             continue
-        diff, low, high = det.auroc_difference_ci(*base["detectors"][name], *ps["detectors"][name], seed=seed)
-        out.append({"system": r.name, "baseline": results[0].name, "difference": reg.clean(diff),
-                    "low": reg.clean(low), "high": reg.clean(high), "level": det.CI_LEVEL})
+        tests = [("max", names)] + [(k, [k]) for k in names]
+        for detector, keys in tests:
+            diff, low, high = det.max_auroc_difference_ci([base["detectors"][k] for k in keys],
+                                                          [ps["detectors"][k] for k in keys], seed=seed)
+            out.append({"system": r.name, "baseline": first.name, "detector": detector, "difference": reg.clean(diff),
+                        "low": reg.clean(low), "high": reg.clean(high), "level": det.CI_LEVEL})
     return out
 
 
 def differences_lines(differences: Sequence[dict[str, Any]]) -> list[str]:
-    """One sentence per system for reports and the console."""
-    return [f"{d['system']}: {d['difference']:+.3f} ({d['level']:.0%} interval {d['low']:+.3f} to {d['high']:+.3f})"
-            + (" -- within test-set noise" if d["low"] <= 0 <= d["high"] else "") for d in differences]
+    """One sentence per system and detector for reports and the console."""
+    lines = []
+    for d in differences:
+        if d.get("difference") is None:
+            lines.append(f"{d['system']}: {d['reason']}")
+            continue
+        which = "strongest detector" if d.get("detector", "max") == "max" else d["detector"]
+        lines.append(f"{d['system']}, {which}: {d['difference']:+.3f} ({d['level']:.0%} interval {d['low']:+.3f} to "
+                     f"{d['high']:+.3f})" + (" -- within test-set noise" if d["low"] <= 0 <= d["high"] else ""))
+    return lines
 
 
 def compare_results(files: Sequence[str | Path], *, seed: int = 0, progress: bool = False,

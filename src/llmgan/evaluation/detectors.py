@@ -121,7 +121,7 @@ class Detector:
     label: str  # for tables: "Detector AUROC (<label>)"
     scores: Callable[[DetectorInput], Any]
     sees: str  # what it can and cannot see (docs, report's method section)
-    key: str = ""  # metrics.json key of its AUROC (default detector_auroc_<name>)
+    key: str = ""  # metrics.json key of its AUROC (default: detector_auroc_<name>)
     linear: bool = True  # cheap enough to run with one BLAS thread inside the metrics block
     extra: dict = field(default_factory=dict)
 
@@ -140,11 +140,14 @@ def register(detector: Detector) -> Detector:
 
 
 def resolve(names: Optional[Sequence[str] | str]) -> list[Detector]:
-    """Registry entries for a list or a comma-separated string of names (None: DEFAULT_DETECTORS)."""
+    """Registry entries for a list or a comma-separated string of names (None: DEFAULT_DETECTORS; "all":
+    every registered detector)."""
     if names is None:
         names = DEFAULT_DETECTORS
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
+    if list(names) == ["all"]:
+        names = list(REGISTRY)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown or not names:
         raise LlmganError(f"unknown detector(s) {', '.join(unknown) or '(none given)'}; "
@@ -160,12 +163,64 @@ def _minilm_lr(inp: DetectorInput):
                        inp.splits)
 
 
-register(Detector(
-    name="minilm_lr", label="MiniLM", scores=_minilm_lr, key="detector_auroc",
-    sees="logistic regression (sklearn defaults, C=1) on L2-normalised embeddings; out-of-fold "
-         "scores; a prompt's generated and real response always in the same fold"))
+NGRAM_C = 10.0  # inverse regularisation of the n-gram logistic regression
 
-DEFAULT_DETECTORS: tuple[str, ...] = ("minilm_lr",)
+
+def _with_start_mark(text: str) -> str:
+    """A start-of-text mark: every text has a token and a 2-gram (no empty vocabulary on empty texts), and
+    the character n-grams see how a text begins."""
+    return "\x02 " + text
+
+
+def ngram_model():
+    """ngram_lr's classifier: TF-IDF of word 1-2-grams and character 2-5-grams, both cased, and a logistic
+    regression. Words are runs of word characters, and every other non-space character is a token of its
+    own (punctuation, emoji), so case, punctuation, emoji, hashtags and mentions are all features."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    words = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), lowercase=False, token_pattern=r"\w+|[^\w\s]",
+                            preprocessor=_with_start_mark, sublinear_tf=True, dtype=np.float64)
+    chars = TfidfVectorizer(analyzer="char", ngram_range=(2, 5), lowercase=False, preprocessor=_with_start_mark,
+                            sublinear_tf=True, min_df=2, dtype=np.float64)
+    return make_pipeline(make_union(words, chars), LogisticRegression(C=NGRAM_C, max_iter=2000))
+
+
+def _ngram_lr(inp: DetectorInput):
+    import numpy as np
+
+    return out_of_fold(ngram_model(), np.asarray(inp.texts, dtype=object), inp.labels, inp.splits)
+
+
+def _finetuned(inp: DetectorInput):
+    from llmgan.evaluation.finetuned import finetuned_scores
+
+    return finetuned_scores(inp.texts, inp.labels, inp.groups, folds=inp.folds, seed=inp.seed,
+                            settings=inp.settings, progress=inp.progress)
+
+
+register(Detector(
+    name="minilm_lr", label="MiniLM + LR, uncased", scores=_minilm_lr,
+    sees="logistic regression (sklearn defaults, C=1) on L2-normalised MiniLM sentence embeddings (all-MiniLM-L6-v2). "
+         "Sees topic, wording and tone; blind to case (its tokenizer lowercases) and to which emoji (a run of emoji "
+         "is one [UNK]), and texts are cut at 256 word pieces"))
+register(Detector(
+    name="ngram_lr", label="n-gram LR, cased", scores=_ngram_lr,
+    sees=f"logistic regression (C={NGRAM_C:g}) on TF-IDF of word 1-2-grams and character 2-5-grams, cased. Sees "
+         "the surface: case, punctuation, emoji, hashtags, mentions, URLs, spelling, frequent words and phrases; "
+         "no meaning beyond shared strings (a paraphrase with new words looks new), no word order beyond 2 words"))
+register(Detector(
+    name="finetuned", label="fine-tuned transformer, cased", scores=_finetuned, linear=False,
+    sees="a transformer classifier fine-tuned per fold (llmgan.evaluation.finetuned: by default the first layers of "
+         "the embedded SmolLM2-135M-Instruct, byte-level BPE, cased, with a linear head; fixed epochs, learning "
+         "rate and seed, no early stopping). Sees case, emoji and spacing as written, word order and meaning; only "
+         "the first max_length tokens; shares the tokenizer and pretrained weights with the default generator"))
+
+DEFAULT_DETECTORS: tuple[str, ...] = ("minilm_lr", "ngram_lr")
+"""Run when none are named: the two linear detectors fit the 60-second budget for 1,000 pairs; the fine-tuned
+one takes minutes (`--detectors all`)."""
 
 
 # ------------------------------------------------------------------------------------- scoring

@@ -113,40 +113,54 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
             m = _metrics_dict(n, len(half_a), chosen, d, system, human, same, seed=seed)
             bar.advance(steps)
     m["settings"] = _settings(seed, folds, len(half_a), chosen)
-    samples = _samples_table(prompts, real, generated, gen, rl, chosen, d, ctx.samples)
-    first = d[chosen[0].name]
+    best = m["detector_auroc_max_detector"]
+    samples = _samples_table(prompts, real, generated, gen, rl, best, d, ctx.samples)
     xy = one_thread(project_2d)(np.vstack([gen.emb, rl.emb]), seed=seed)
     plots = {"words_generated": gen.feature("words"), "words_real": rl.feature("words"),
              "compound_generated": gen.feature("compound"), "compound_real": rl.feature("compound"),
-             "pca_generated": xy[:n], "pca_real": xy[n:], "roc": first["system"]["roc"],
-             "human_roc": first["human"]["roc"], "auroc": first["system"]["auroc"],
-             "human_auroc": first["human"]["auroc"]}
+             "pca_generated": xy[:n], "pca_real": xy[n:],
+             "rocs": {k: (v["system"]["roc"], v["system"]["auroc"]) for k, v in d.items()},
+             "human_roc": d[best]["human"]["roc"], "human_auroc": d[best]["human"]["auroc"], "best": best}
     pair_scores = {"pairs": tuple(zip(prompts, real)),
                    "detectors": {k: (v["system"]["generated"], v["system"]["real"]) for k, v in d.items()}}
     return EvalResult(metrics=m, samples=samples, plots=plots, name=name, pair_scores=pair_scores)
 
 
 def _metrics_dict(n, half, chosen, d, system, human, same, *, seed) -> dict[str, Any]:
+    """metrics.json: the strongest detector (detector_auroc_max) and each detector, then the metric registry."""
     m: dict[str, Any] = {"n_pairs": n, "human_floor_half_size": half}
+    keys = {x.name: x.metric_key for x in chosen}
+    best = max(chosen, key=lambda x: d[x.name]["system"]["auroc"]).name
+    pairs = [(d[x.name]["system"]["generated"], d[x.name]["system"]["real"]) for x in chosen]
+    low, high = det.max_auroc_ci(pairs, seed=seed)
+    m.update({"detector_auroc_max": d[best]["system"]["auroc"], "detector_auroc_max_detector": best,
+              "human_detector_auroc_max": max(d[x]["human"]["auroc"] for x in keys),
+              "detector_auroc_max_ci": {"low": low, "high": high, "level": det.CI_LEVEL}})
     for x in chosen:
-        k = x.metric_key
-        m[k], m[f"human_{k}"] = d[x.name]["system"]["auroc"], d[x.name]["human"]["auroc"]
+        k, r = keys[x.name], d[x.name]
+        m[k], m[f"human_{k}"] = r["system"]["auroc"], r["human"]["auroc"]
+        low, high = det.auroc_ci(r["system"]["generated"], r["system"]["real"], seed=seed)
+        m[f"{k}_ci"] = {"low": low, "high": high, "level": det.CI_LEVEL}
+    if "minilm_lr" in d:  # the key of the MiniLM detector before there were several (llmgan export reads it)
+        m["detector_auroc"] = d["minilm_lr"]["system"]["auroc"]
     for k, v in system.items():
         m[k] = v
         if k in human:
             m[f"human_{k}"] = human[k]
     m.update({k: v for k, v in human.items() if k.startswith("human_")})
-    m["same_size_as_floor"] = {**{x.metric_key: d[x.name]["same"]["auroc"] for x in chosen}, **same}
-    x = chosen[0]
-    low, high = det.auroc_ci(d[x.name]["system"]["generated"], d[x.name]["system"]["real"], seed=seed)
-    m[f"{x.metric_key}_ci"] = {"low": low, "high": high, "level": det.CI_LEVEL}
+    m["same_size_as_floor"] = {"detector_auroc_max": max(d[x]["same"]["auroc"] for x in keys),
+                               **{keys[x]: d[x]["same"]["auroc"] for x in keys}, **same}
     return reg.clean(m)
 
 
 def _settings(seed, folds, half, chosen) -> dict[str, Any]:
     return {
         "seed": seed, "folds": folds, "encoder": ENCODER_NAME,
-        "detector": chosen[0].sees,
+        "detectors": {x.name: x.sees for x in chosen},
+        "detector_auroc_max": "the largest AUROC of the detectors run (detector_auroc_max_detector names it); its "
+                              "human floor is the largest of theirs",
+        "detector_folds": (f"{folds}-fold cross-validation, the same folds for every detector; a prompt's generated "
+                           "and real response always in the same fold; out-of-fold scores"),
         "style_detector": "log1p, standardise, logistic regression on " + ", ".join(STYLE_FEATURES),
         "mauve": {**MAUVE_SETTINGS, "seed": seed, "features": "the MiniLM embeddings"},
         "human_floor": (f"real responses split at random (seed {seed}) into two disjoint halves A and B of "
@@ -164,20 +178,25 @@ def _settings(seed, folds, half, chosen) -> dict[str, Any]:
         "sentiment_classes": "VADER compound <= -0.05 negative, >= 0.05 positive, else neutral",
         "offensive": "alt-profanity-check predict (probability >= 0.5)",
         "detector_auroc_ci": (f"{det.CI_LEVEL:.0%} percentile bootstrap ({det.BOOTSTRAP_RESAMPLES} resamples of the "
-                              "prompts, generated and real response together) of the detector's out-of-fold scores: "
-                              "test-set noise only (detector not refitted, generator not retrained)"),
+                              "prompts, generated and real response together) of each detector's out-of-fold scores "
+                              "(for the max: of the largest AUROC, every detector on the same resample): test-set "
+                              "noise only (detectors not refitted, generator not retrained)"),
     }
 
 
-def _samples_table(prompts, real, generated, gen, rl, chosen, d, extra):
+def _samples_table(prompts, real, generated, gen, rl, best, d, extra):
+    """One row per prompt, most detectable first (by the strongest detector): each detector's out-of-fold score
+    of the generated response (score_<name>), and the strongest one's scores of both (detector_score,
+    real_detector_score)."""
     import numpy as np
     import pandas as pd
 
-    first = d[chosen[0].name]["system"]
-    order = np.argsort(-first["generated"], kind="stable")
+    top = d[best]["system"]
+    order = np.argsort(-top["generated"], kind="stable")
     return pd.DataFrame({
         "prompt": prompts, "real": real, "generated": generated,
-        "detector_score": first["generated"], "real_detector_score": first["real"], **extra,
+        "detector_score": top["generated"], "real_detector_score": top["real"],
+        **{f"score_{k}": v["system"]["generated"] for k, v in d.items()}, **extra,
         "generated_words": gen.feature("words").astype(int), "real_words": rl.feature("words").astype(int),
     }).iloc[order].reset_index(drop=True)
 
@@ -188,8 +207,9 @@ def evaluate_pairs(prompts: Sequence[str], real: Sequence[str], generated: Seque
                    settings: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """All metrics for generated vs real responses to the same prompts, with the human floor.
 
-    Returns a JSON-serialisable dict: `detector_auroc`, `style_auroc`, `mauve`, `frechet_distance`,
-    `relevance_cosine`, ..., each with its human floor under `human_<key>`, plus `n_pairs` and `settings`.
+    Returns a JSON-serialisable dict: `detector_auroc_max` (the strongest detector), `detector_auroc_<name>` per
+    detector, `style_auroc`, `mauve`, `frechet_distance`, `relevance_cosine`, ..., each with its human floor under
+    `human_<key>`, plus `n_pairs` and `settings`.
     """
     return run_evaluation(prompts, real, generated, seed=seed, folds=folds, batch_size=batch_size,
                           progress=progress, threads=threads, detectors=detectors, settings=settings).metrics

@@ -20,7 +20,7 @@ from llmgan.evaluation.metrics import format_value
 from llmgan.io import write_atomic, write_json
 
 PLOT_TITLES = {
-    "roc": "Detector ROC curve (out-of-fold)",
+    "roc": "Detector ROC curves (out-of-fold)",
     "projection": "MiniLM embeddings, 2-D PCA projection",
     "lengths": "Words per response",
     "sentiment": "VADER compound sentiment",
@@ -51,10 +51,11 @@ def make_plots(result: EvalResult) -> dict[str, bytes]:
     out = {}
 
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    fpr, tpr = d["roc"]
-    ax.plot(fpr, tpr, color=_GEN, label=f"{name} vs real (AUROC {d['auroc']:.3f})")
+    for i, (det_name, ((fpr, tpr), auc)) in enumerate(d["rocs"].items()):
+        ax.plot(fpr, tpr, color=_GEN, ls=("-", "--", ":", "-.")[i % 4],
+                label=f"{name} vs real, {det_name} (AUROC {auc:.3f})")
     hf, ht = d["human_roc"]
-    ax.plot(hf, ht, color=_REAL, label=f"real vs real, human floor ({d['human_auroc']:.3f})")
+    ax.plot(hf, ht, color=_REAL, label=f"real vs real, {d['best']}, human floor ({d['human_auroc']:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
@@ -103,7 +104,7 @@ def metric_rows(result: EvalResult) -> list[tuple[str, str, str, str, str]]:
                      "" if floor == reg.NONE else format_value(m.get(f"human_{k}"), k), best))
         ci = m.get(f"{k}_ci")
         if ci:
-            rows.append((f"{label.split(' (')[0]}, {ci['level']:.0%} bootstrap interval",
+            rows.append((f"{label}: {ci['level']:.0%} bootstrap interval",
                          f"{ci['low']:.3f}-{ci['high']:.3f}", "", "", "test-set noise"))
     return rows
 
@@ -136,8 +137,23 @@ def _intro(result: EvalResult) -> str:
             f"({h} each); set-level values (mean words, distinct-n, self-BLEU, offensive rate) on all real "
             f"responses. The column \"{h} vs {h}\" compares the generated responses to half B's prompts with "
             f"real half A, the floor's own reference and sample size (Frechet, Wasserstein, JSD and MAUVE "
-            f"depend on sample size). Detectors: {m['settings']['folds']}-fold cross-validated logistic "
-            f"regression, never the training discriminator.")
+            f"depend on sample size). Detectors ({', '.join(m['settings'].get('detectors', {}))}): "
+            f"{m['settings']['folds']}-fold cross-validated on the same folds, never the training discriminator; "
+            f"the headline is the strongest of them ({m.get('detector_auroc_max_detector')}).")
+
+
+def _worst(result: EvalResult, worst: int, clip: bool) -> tuple[str, list[str], list[list[str]]]:
+    """(heading, header, rows) of the most detectable responses, with each detector's score."""
+    s = result.samples.head(worst)
+    cols = [c for c in s.columns if c.startswith("score_")]
+    best = result.metrics.get("detector_auroc_max_detector")
+    cut = _clip if clip else (lambda x, n=0: x)
+    rows = [[f"{r['detector_score']:.3f}", *[f"{r[c]:.3f}" for c in cols], cut(r["prompt"], 160), cut(r["real"]),
+             cut(r["generated"])] for _, r in s.iterrows()]
+    heading = f"Most detectable responses (top {min(worst, len(result.samples))} of {len(result.samples)})"
+    note = (f"Scores: out-of-fold probability that the response is generated; rows by the strongest detector "
+            f"({best}), then each detector's own score. All rows: samples.csv.")
+    return heading + "\n" + note, ["score", *[c[len("score_"):] for c in cols], "prompt", "real", "generated"], rows
 
 
 def render_markdown(result: EvalResult, plot_paths: Mapping[str, str], *, worst: int = 20) -> str:
@@ -148,12 +164,9 @@ def render_markdown(result: EvalResult, plot_paths: Mapping[str, str], *, worst:
     for key, title in PLOT_TITLES.items():
         if key in plot_paths:
             parts += [f"![{title}]({plot_paths[key]})", ""]
-    parts += [f"## Most detectable responses (top {min(worst, len(result.samples))} of {len(result.samples)})", "",
-              "Detector score: out-of-fold probability that the response is generated. All rows: `samples.csv`.", ""]
-    s = result.samples.head(worst)
-    parts += [_md_table(["score", "prompt", "real", "generated"],
-                        [[f"{r.detector_score:.3f}", _clip(r.prompt, 160), _clip(r.real), _clip(r.generated)]
-                         for r in s.itertuples()], right={0}), ""]
+    heading, header, rows = _worst(result, worst, clip=True)
+    title, note = heading.split("\n")
+    parts += [f"## {title}", "", note, "", _md_table(header, rows, right=set(range(len(header) - 3))), ""]
     parts += ["## Method", ""]
     for k, v in m["settings"].items():
         parts.append(f"- **{k}**: {v}")
@@ -199,14 +212,10 @@ def render_html(result: EvalResult, pngs: Mapping[str, bytes], *, worst: int = 2
             body.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{b64}">'
                         f"<figcaption>{html.escape(title)}</figcaption></figure>")
     body.append("</div>")
-    s = result.samples.head(worst)
-    body += [f"<h2>Most detectable responses (top {min(worst, len(result.samples))} of {len(result.samples)})</h2>",
-             '<p class="note">Detector score: out-of-fold probability that the response is generated. '
-             "All rows: samples.csv.</p>",
-             _html_table(["score", "prompt", "real", "generated"],
-                         [[f"{r.detector_score:.3f}", r.prompt, r.real, r.generated] for r in s.itertuples()],
-                         ["num", "txt", "txt", "txt"]),
-             "<h2>Method</h2><ul>"]
+    heading, header, rows = _worst(result, worst, clip=False)
+    title, note = heading.split("\n")
+    body += [f"<h2>{html.escape(title)}</h2>", f'<p class="note">{html.escape(note)}</p>',
+             _html_table(header, rows, ["num"] * (len(header) - 3) + ["txt"] * 3), "<h2>Method</h2><ul>"]
     body += [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in m["settings"].items()]
     body.append("</ul>")
     return _page(f"llmgan evaluate: {result.name}", "\n".join(body))
