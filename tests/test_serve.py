@@ -229,12 +229,14 @@ def test_serve_refuses_bad_setup_before_loading(tmp_path):
 
 @pytest.mark.slow
 def test_default_model_follows_a_persona(tmp_path, default_model_dir):
-    """The embedded default served from the cache (exported on the fly with the reply task's system prompt), sampled
-    per request (no continuous batching): greedy replies follow a system message's name, and with no system message
-    the reply equals the one with the training prompt given explicitly."""
+    """The embedded default, exported (with the reply task's system prompt) and served: greedy replies follow a
+    system message's name and language, and with no system message the reply equals the one with the training
+    prompt given explicitly."""
     from llmgan.data import TASKS
+    from llmgan.serving.export import export
 
-    srv = Server("default", "--no-continuous-batching", cache=tmp_path)
+    export(None, tmp_path / "default-agent", check=False, verbose=False)
+    srv = Server(str(tmp_path / "default-agent"), cache=tmp_path, timeout=300)
     try:
         client = srv.client()
 
@@ -249,9 +251,29 @@ def test_default_model_follows_a_persona(tmp_path, default_model_dir):
                          {"role": "user", "content": "Write a reply to this post: The new bike lanes are great."}])
         assert any(w in french.lower().split() for w in ("je", "les", "est", "sont", "bien", "très"))
         assert greedy(USER) == greedy([{"role": "system", "content": TASKS["reply"].system_prompt}] + USER)
-        assert "engine transformers serve" in srv.log.read_text() and "(continuous batching)" not in srv.log.read_text()
     finally:
         assert srv.stop() == 0
+
+
+def test_prepare_model_exports_a_run_once_into_the_cache(tmp_path, tiny_model_dir, demo_data, monkeypatch):
+    """A run (not an export) is exported once into $LLMGAN_CACHE/serve and reused; an override makes another folder;
+    an export folder is served as it is."""
+    from llmgan.serving import export as export_mod
+    from llmgan.serving.serve import prepare_model
+
+    monkeypatch.setenv("LLMGAN_CACHE", str(tmp_path / "cache"))
+    run = make_fake_run(tmp_path / "run", tiny_model_dir, demo_data)
+    folder, info = prepare_model(str(run), verbose=False)
+    assert folder.parent == tmp_path / "cache" / "serve" and info["name"] == "run" and info["step"] == 2
+    assert info["system_prompt"] == json.loads((demo_data / "llmgan_card.json").read_text())["system_prompt"]
+    calls = []
+    monkeypatch.setattr(export_mod, "export", lambda *a, **k: calls.append(a))
+    assert prepare_model(str(run), verbose=False)[0] == folder and not calls  # reused, not exported again
+    monkeypatch.undo()
+    monkeypatch.setenv("LLMGAN_CACHE", str(tmp_path / "cache"))
+    other, info2 = prepare_model(str(run), system_prompt="You are Zorblax.", name="z", verbose=False)
+    assert other != folder and info2["system_prompt"] == "You are Zorblax." and info2["name"] == "z"
+    assert prepare_model(str(folder), verbose=False)[0] == folder  # an export is served in place
 
 
 def make_check(fixed=None):

@@ -217,7 +217,7 @@ def model_card(src: Source, info: dict, evaluation: Optional[dict]) -> str:
              f"- **Sampling defaults** (generation_config.json): do_sample, temperature {info['temperature']}, "
              f"top-p {info['top_p']}, top-k 0 (off). The recipe was selected at these settings; serving at an "
              "engine's own default (greedy, or temperature 0.7) gives other, less realistic text.",
-             f"- **Default system prompt** (in the chat template, used when a request has no system message): "
+             "- **Default system prompt** (in the chat template, used when a request has no system message): "
              + (f"\"{info['system_prompt']}\"" if info["system_prompt"] else "none (the base model's own)"), ""]
     lines += ["## Training data", ""]
     if card:
