@@ -49,12 +49,16 @@ def minilm_dir() -> str:
 F = FinetunedSettings
 CANDIDATES = {
     # SmolLM2-135M-Instruct trunks (cased byte-level BPE); freeze_layers > 0: the frozen prefix is cached
+    # the learning rate, where not given, is the default (5e-4); smol_l8_f6 and smol_l8_f6_last: 1e-4
+    "default": lambda: F(),  # FinetunedSettings() as shipped
     "smol_l8_f4": lambda: F(layers=8, freeze_layers=4),
     "smol_l8_f4_e1": lambda: F(layers=8, freeze_layers=4, epochs=1),
     "smol_l8_f4_len96": lambda: F(layers=8, freeze_layers=4, max_length=96),
     "smol_l8_f4_last": lambda: F(layers=8, freeze_layers=4, pooling="last"),
     "smol_l8_f4_lr3e-5": lambda: F(layers=8, freeze_layers=4, learning_rate=3e-5),
-    "smol_l8_f6": lambda: F(layers=8, freeze_layers=6),
+    "smol_l8_f6": lambda: F(layers=8, freeze_layers=6, learning_rate=1e-4),
+    "smol_l8_f6_last": lambda: F(layers=8, freeze_layers=6, learning_rate=1e-4, pooling="last"),
+    "smol_l8_f6_lr5e-4": lambda: F(layers=8, freeze_layers=6, learning_rate=5e-4),
     "smol_l8_f0": lambda: F(layers=8, freeze_layers=0, epochs=1),
     "smol_l4_f0": lambda: F(layers=4, freeze_layers=0),
     "smol_l4_f2": lambda: F(layers=4, freeze_layers=2),
@@ -114,7 +118,26 @@ def splice(texts: list[str]) -> list[str]:
     return out
 
 
-ALTERATIONS = {"rotate": rotate_first_word, "swap": swap_first_two_words, "upper": str.upper,
+def lower_first(text: str) -> str:
+    """Lower-case the text's first character: "The vote was rigged" -> "the vote was rigged".
+
+    Invisible to an uncased encoder (MiniLM sees the same tokens); to a cased n-gram model it is one
+    character at a position it does not know (the start of the text)."""
+    return text[:1].lower() + text[1:]
+
+
+def cap_last(text: str) -> str:
+    """Capitalise the last word when it is a plain lower-case word: "the vote was rigged" -> "the vote was Rigged".
+
+    Invisible to an uncased encoder; to a cased n-gram model one more capitalised word, at a position it does
+    not know (the end of the text: ngram_lr marks the start of a text, not the end). Unchanged otherwise."""
+    words = text.split(" ")
+    if words and words[-1].isalpha() and words[-1].islower():
+        words[-1] = words[-1].capitalize()
+    return " ".join(words)
+
+
+ALTERATIONS = {"cap_last": cap_last, "lower_first": lower_first, "rotate": rotate_first_word, "swap": swap_first_two_words, "upper": str.upper,
                "inner": swap_inner_words, "inner2": lambda t: swap_inner_words(t, 2)}
 
 
@@ -162,7 +185,17 @@ def make_set(name: str, generated: list[str], real: list[str], pairs: int) -> tu
 
 
 def ngram_scores(texts, y, groups, *, folds=5, seed=0):
-    """Cased word 1-2 + char 2-5 gram TF-IDF + logistic regression, out-of-fold on the same folds."""
+    """ngram_lr: the project's model (llmgan.evaluation.detectors.ngram_model) when present, else a cased
+    word 1-2 + char 2-5 gram TF-IDF + logistic regression built here; out-of-fold on the same folds."""
+    try:
+        from llmgan.evaluation.detectors import ngram_model
+        from sklearn.model_selection import cross_val_predict
+
+        splits = fold_splits(y, groups, folds=folds, seed=seed)
+        return cross_val_predict(ngram_model(), np.asarray(texts, dtype=object), y, cv=splits,
+                                 method="predict_proba")[:, 1]
+    except ImportError:
+        pass
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
@@ -177,7 +210,11 @@ def ngram_scores(texts, y, groups, *, folds=5, seed=0):
 
 
 def minilm_auroc(gen, real, *, folds=5, seed=0, threads=None):
-    from llmgan.evaluate import detector_auroc, embed
+    try:
+        from llmgan.evaluation.detectors import detector_auroc
+        from llmgan.evaluation.embed import embed
+    except ImportError:  # before the evaluation package
+        from llmgan.evaluate import detector_auroc, embed
 
     return detector_auroc(embed(gen, threads=threads), embed(real, threads=threads), seed=seed, folds=folds,
                           groups=np.arange(len(gen)))[0]
@@ -210,7 +247,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="`llmgan prepare` folder: validation replies for the altered "
                    "sets, train replies for --timing-pairs")
     p.add_argument("--sets", default="base,inner",
-                   help="comma-separated: base, rotate, swap, inner, inner2, splice, upper, null")
+                   help="comma-separated: base, cap_last, lower_first, rotate, swap, inner, inner2, splice, upper, null")
     p.add_argument("--candidates", default="smol_l8_f4,minilm", help=f"comma-separated from {', '.join(CANDIDATES)}")
     p.add_argument("--linear", default="minilm_lr,ngram_lr", help="linear reference detectors ('' for none)")
     p.add_argument("--pairs", type=int, default=250)

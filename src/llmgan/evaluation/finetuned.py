@@ -60,10 +60,10 @@ class FinetunedSettings:
 
     model_path: Optional[str] = None
     layers: Optional[int] = 8
-    freeze_layers: int = 4
+    freeze_layers: int = 6
     max_length: int = 64
     epochs: int = 2
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-4
     batch_size: int = 16
     weight_decay: float = 0.0
     warmup: float = 0.1
