@@ -26,19 +26,19 @@ A model that is not already an llmgan export (a run, an adapter, the default, or
 there (reused on the next start).
 
 What llmgan adds to `transformers serve` (a request check in front of its FastAPI app; vLLM does these
-checks itself): the engine answers some bad requests with a bare 500 or starts a generation that
-cannot end (a missing or malformed `messages`, a non-integer `max_tokens`, more tokens than the
-model's context). Those get an OpenAI-style JSON error with status 400 (404 for an unknown model
+checks itself): transformers 5.24 answers some bad requests with a bare 500 (a missing or malformed
+`messages`, a message without a role, a non-integer or negative `max_tokens`) and checks no
+`max_tokens` against the model's context. Those get an OpenAI-style JSON error with status 400 (404 for an unknown model
 name) before the engine sees them, and the server keeps serving. A request without max_tokens gets
 min(--default-max-tokens, what the context leaves).
 
 Where it runs:
   one CPU    llmgan serve agents/twon-reply                     (transformers serve)
   one GPU    llmgan serve agents/twon-reply                     (vLLM when installed, else transformers on
-             cuda; add --continuous-batching there)
+             cuda, where --continuous-batching may pay off: not measured)
   many GPUs  llmgan serve agents/twon-reply --engine vllm --engine-args "--tensor-parallel-size 4"
              or one server per GPU (CUDA_VISIBLE_DEVICES=i llmgan serve ... --port 800i) behind any
-             load balancer; simulations with many agents send concurrent requests, which both engines batch.
+             load balancer. vLLM batches concurrent requests; transformers serve answers them in turn.
 It listens on 127.0.0.1 unless --host says otherwise; there is no authentication.
 
 Examples:
