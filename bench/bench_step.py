@@ -1,7 +1,7 @@
 """Step-time benchmarks of `llmgan train` (TRL GRPOTrainer + discriminator reward) on the CPU.
 
-Every trainer is built through llmgan.train's own functions (build_policy, grpo_args,
-load_train_dataset, _make_trainer_class), exactly as `llmgan train` builds it, on the default model
+Every trainer is built through llmgan.training.components.build_components, exactly as `llmgan train`
+builds it, on the default model
 (`model.name=null`: SmolLM2-135M-Instruct) and the recipe of configs/twon-reply.yaml (4 prompts x 4
 generations, 48 new tokens, layer-15 features of the frozen reference, prompt-conditioned, k=2 D
 updates, replay 64), with the discriminator warm-up off (only generator steps are timed).
@@ -160,31 +160,13 @@ class Stepper:
         import dataclasses
 
         import torch
-        from transformers import TrainerCallback, set_seed
-        from transformers.trainer_callback import PrinterCallback
+        from transformers import TrainerCallback
 
-        from llmgan.discriminator import HiddenStateEncoder
-        from llmgan.rewards import DiscriminatorReward
-        from llmgan.train import _make_trainer_class, build_policy, grpo_args, load_train_dataset
+        from llmgan.training.components import build_components
 
         if not cache_features:  # llmgan before the replay-feature cache: replayed fakes re-encoded every step
             cfg = dataclasses.replace(cfg, discriminator=dataclasses.replace(cfg.discriminator, cache_replay_features=False))
         self.cfg = cfg
-        set_seed(cfg.train.seed)
-        tok, model = build_policy(cfg)
-        rows, _ = load_train_dataset(cfg, tok)
-        self.disc = None
-        if reward == "adversarial":
-            encoder = HiddenStateEncoder.from_settings(cfg.discriminator, policy=model, tokenizer=tok, dtype=cfg.model.dtype,
-                                                       max_prompt_tokens=cfg.data.max_prompt_tokens)
-            self.disc = DiscriminatorReward(cfg.discriminator, cfg.reward, encoder, seed=cfg.train.seed)
-            funcs = [self.disc]
-        else:
-            funcs = [constant_reward]
-        targs = grpo_args(cfg, Path(cfg.train.output_dir) / reward)
-        targs.save_strategy = "no"
-        if force_length:  # every completion exactly max_new_tokens long (EOS suppressed until then)
-            targs.generation_kwargs = {"min_new_tokens": cfg.generation.max_new_tokens}
         record = self.record = {"logs": [], "t0": None, "t1": None, "c0": None, "c1": None}
 
         class Recorder(TrainerCallback):
@@ -198,11 +180,16 @@ class Stepper:
                 if logs and "train_runtime" not in logs:
                     record["logs"].append(dict(logs))
 
+        overrides = {"save_strategy": "no"}
+        if force_length:  # every completion exactly max_new_tokens long (EOS suppressed until then)
+            overrides["generation_kwargs"] = {"min_new_tokens": cfg.generation.max_new_tokens}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore")
-            self.trainer = _make_trainer_class()(model=model, reward_funcs=funcs, args=targs, train_dataset=rows,
-                                                 processing_class=tok, callbacks=[Recorder()], disc_reward=self.disc)
-        self.trainer.remove_callback(PrinterCallback)
+            parts = build_components(cfg, Path(cfg.train.output_dir) / reward, callbacks=[Recorder()],
+                                     reward_funcs=None if reward == "adversarial" else [constant_reward],
+                                     args_overrides=overrides, quiet=True)
+        self.trainer, self.disc = parts.trainer, parts.discriminator
+        model, tok = parts.policy, parts.tokenizer
         self.model, self.tok = model, tok
         self.torch = torch
 
@@ -306,7 +293,7 @@ def mode_overhead(args) -> dict:
 class PrototypeStepper:
     """The earlier prototype's design (`train.objective=embedding`), one step per call.
 
-    The loop body of llmgan.embedding_objective.train_embedding (same calls, same order): generate
+    The loop body of llmgan.training.embedding_objective.train_embedding (same calls, same order): generate
     with llmgan.generator.generate_responses, discriminator update through DiscriminatorReward.train_step,
     then D's loss with label "real" back-propagated through the policy's own encoding of its text."""
 
@@ -314,9 +301,10 @@ class PrototypeStepper:
         import torch
         from transformers import set_seed
 
-        from llmgan.discriminator import HiddenStateEncoder
-        from llmgan.rewards import DiscriminatorReward
-        from llmgan.train import build_policy, load_train_dataset
+        from llmgan.adversarial.features import HiddenStateEncoder
+        from llmgan.adversarial.reward import DiscriminatorReward
+        from llmgan.models import build_policy
+        from llmgan.training.dataset import load_train_dataset
 
         self.cfg = cfg
         set_seed(cfg.train.seed)
@@ -397,8 +385,9 @@ def mode_encode(args) -> dict:
     """The encoding pass the discriminator needs, three ways, on the same 16 fakes (+ prompts)."""
     import torch
 
-    from llmgan.discriminator import HiddenStateEncoder
-    from llmgan.train import build_policy, load_train_dataset
+    from llmgan.adversarial.features import HiddenStateEncoder
+    from llmgan.models import build_policy
+    from llmgan.training.dataset import load_train_dataset
 
     cfg = make_cfg(args)
     tok, model = build_policy(cfg)

@@ -152,7 +152,7 @@ def multi_layer_encoder(model, tokenizer, layers, condition_on_prompt):
     It reuses the encoder's own tokenization, truncation and masking (`_encode`); only the forward
     pass differs: one pass with output_hidden_states, the requested layers concatenated.
     """
-    from llmgan.discriminator import HiddenStateEncoder
+    from llmgan.adversarial.features import HiddenStateEncoder
 
     class MultiLayerEncoder(HiddenStateEncoder):
         def __init__(self):
@@ -204,7 +204,7 @@ def encode_smollm(rows, layers, condition, model, tokenizer, check: int = 6):
     """{layer: (hidden [2N, T, H], mask [2N, T])} for reals (first N) then fakes (last N)."""
     import torch
 
-    from llmgan.discriminator import HiddenStateEncoder
+    from llmgan.adversarial.features import HiddenStateEncoder
 
     enc = multi_layer_encoder(model, tokenizer, layers, condition)
     prompts = [r["prompt"] for r in rows] * 2 if condition else None
@@ -395,7 +395,8 @@ def train_discriminator(v: Variant, data, seed: int, steps: int, batch: int, eva
     import numpy as np
     import torch
 
-    from llmgan.discriminator import Discriminator, bce_loss, bradley_terry_loss
+    from llmgan.adversarial.discriminators import Discriminator
+    from llmgan.adversarial.losses import bce_loss, bradley_terry_loss
 
     rh, rm, fh, fm = data["train"]
     torch.manual_seed(seed)

@@ -2,7 +2,7 @@
 
 Randomly initialised models with the real architectures (SmolLM2-135M and SmolLM2-1.7B configs, bf16;
 speed does not depend on the weights) and the real SmolLM2 tokenizer, the trainer built through
-llmgan.train's own functions (build_policy, grpo_args, load_train_dataset, _make_trainer_class) on the
+llmgan.training.components.build_components (as `llmgan train` builds the trainer) on the
 demo prompts. Measures, per model:
 
   - generation tokens/s: HF `generate` (the default backend; vLLM is not installed there), batch of
@@ -12,7 +12,7 @@ demo prompts. Measures, per model:
   - the update's model-FLOPs utilisation: FLOPs of the policy forward + backward (bench/model_math.py)
     over timing/update, against the H100's 989 TFLOP/s dense bf16 peak and the measured matmul rate;
   - peak GPU memory per stage (torch.cuda.max_memory_allocated);
-  - a smoke run of `llmgan.train.train()` itself (1 step of the 135M model) with the error if it fails.
+  - a smoke run of `llmgan.training.train.train()` itself (1 step of the 135M model) with the error if it fails.
 
 Writes OUT/gpu_check.json after every stage (a stage over the time budget is skipped and says so).
 `--smoke` runs the same code on the CPU with tiny models (used to check the script without a GPU).
@@ -136,7 +136,7 @@ def make_model(arch: dict, tok, device: str, dtype):
 
 
 def patch_loading(model, tok):
-    """llmgan.train.build_policy loads through llmgan.models.load_model/load_tokenizer: hand it ours."""
+    """llmgan.models.build_policy loads through llmgan.models.load_model/load_tokenizer: hand it ours."""
     import llmgan.models as models
 
     models.load_model = lambda name, dtype="auto", trust_remote_code=False: model
@@ -188,13 +188,8 @@ def stage_generate(model, tok, device: str, n_seq: int, new_tokens: int, reps: i
 
 
 def build_trainer(args, model, tok, data_dir: Path, prompts: int, gens: int, tokens: int, reward: str):
-    from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback
-
     from llmgan.config import load_config
-    from llmgan.discriminator import HiddenStateEncoder
-    from llmgan.rewards import DiscriminatorReward
-    from llmgan.train import _make_trainer_class, build_policy, grpo_args, load_train_dataset
+    from llmgan.training.components import build_components
 
     cfg = load_config(str(REPO / "configs" / "twon-reply.yaml"), [
         f"data.path={data_dir}", "model.name=null", f"model.dtype={'bfloat16' if args.device == 'cuda' else 'float32'}",
@@ -202,30 +197,19 @@ def build_trainer(args, model, tok, data_dir: Path, prompts: int, gens: int, tok
         "train.save_every=1000000", "train.steps=1", "train.sft_warm_start=false", f"train.prompts_per_step={prompts}",
         f"generation.num_generations={gens}", f"generation.max_new_tokens={tokens}"]
         + (["discriminator.hidden_layer=2"] if args.smoke else []))
-    set_seed(0)
     patch_loading(model, tok)  # build_policy adds fresh LoRA adapters to our base model (unloaded after each trainer)
-    tok_, policy = build_policy(cfg)
-    rows, _ = load_train_dataset(cfg, tok)
-    texts = [tok.apply_chat_template(list(m), tokenize=False, add_generation_prompt=True) for m in rows["prompt"][:64]]
-    cfg.prompt_tokens_mean = statistics.fmean(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
-    disc = None
-    if reward == "adversarial":
-        enc = HiddenStateEncoder.from_settings(cfg.discriminator, policy=policy, tokenizer=tok, dtype=cfg.model.dtype,
-                                               max_prompt_tokens=cfg.data.max_prompt_tokens)
-        disc = DiscriminatorReward(cfg.discriminator, cfg.reward, enc, seed=0)
-        funcs = [disc]
-    else:
-        def constant(prompts, completions, **kw):
-            return [0.0] * len(completions)
-        funcs = [constant]
-    targs = grpo_args(cfg, Path(cfg.train.output_dir))
-    targs.save_strategy = "no"
-    targs.generation_kwargs = {"min_new_tokens": tokens}
+
+    def constant(prompts, completions, **kw):
+        return [0.0] * len(completions)
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore")
-        trainer = _make_trainer_class()(model=policy, reward_funcs=funcs, args=targs, train_dataset=rows,
-                                        processing_class=tok, disc_reward=disc)
-    trainer.remove_callback(PrinterCallback)
+        parts = build_components(cfg, Path(cfg.train.output_dir), reward_funcs=None if reward == "adversarial" else [constant],
+                                 args_overrides={"save_strategy": "no", "generation_kwargs": {"min_new_tokens": tokens}},
+                                 quiet=True)
+    trainer, policy = parts.trainer, parts.policy
+    texts = [tok.apply_chat_template(list(m), tokenize=False, add_generation_prompt=True) for m in parts.train_rows["prompt"][:64]]
+    cfg.prompt_tokens_mean = statistics.fmean(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
     # make the phase timers see finished GPU work: synchronise after backward (timing/update)
     backward = trainer.accelerator.backward
 
@@ -312,11 +296,11 @@ def stage_step(args, name: str, arch: dict, model, tok, data_dir: Path, shape: t
 
 
 def stage_train_smoke(args, tok, data_dir: Path) -> dict:
-    """`llmgan.train.train()` itself, 1 step, 135M architecture saved to disk (finds device bugs)."""
+    """`llmgan.training.train.train()` itself, 1 step, 135M architecture saved to disk (finds device bugs)."""
     import torch
 
     from llmgan.config import load_config
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     arch = SMOKE_ARCH if args.smoke else model_math.ARCH["smollm2-135m"]
     folder = Path(args.tmp) / "smoke-model"
@@ -424,7 +408,7 @@ def main() -> int:
         save()
     if budget.left() > 40:
         result["stages"]["llmgan_train_smoke"] = stage_train_smoke(args, tok, data_dir)
-        print(f"llmgan.train.train smoke: {result['stages']['llmgan_train_smoke'].get('ok')} "
+        print(f"llmgan train smoke: {result['stages']['llmgan_train_smoke'].get('ok')} "
               f"{result['stages']['llmgan_train_smoke'].get('error', '')}", flush=True)
     else:
         result["skipped"].append("llmgan_train_smoke: out of time")

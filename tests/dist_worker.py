@@ -3,9 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py \
         --model TINY_MODEL_DIR --data PREPARED_DATA --out OUT
 
-It builds the adversarial trainer exactly as `llmgan.train.train` does (build_policy,
-load_train_dataset, HiddenStateEncoder.from_settings, DiscriminatorReward, grpo_args,
-_make_trainer_class, warmup_discriminator), trains `--steps` generator steps under accelerate's
+It builds the adversarial trainer exactly as `llmgan train` does (llmgan.training.components.build_components,
+then llmgan.training.stages.warmup_discriminator), trains `--steps` generator steps under accelerate's
 multi-CPU (gloo) DDP, and writes OUT/rank{R}.json with fingerprints of what each rank ends with:
 the discriminator's weights and optimizer state, the generator's trainable (LoRA) and full weights,
 the prompts each rank saw, its discriminator metrics, and two extra checks:
@@ -68,13 +67,14 @@ def main() -> None:
     args = p.parse_args()
 
     import torch
-    from transformers import TrainerCallback, set_seed
-    from transformers.trainer_callback import PrinterCallback
+    from transformers import TrainerCallback
 
     from llmgan.config import load_config
-    from llmgan.discriminator import HiddenStateEncoder, unwrap_model
-    from llmgan.rewards import DiscriminatorReward
-    from llmgan.train import _make_trainer_class, build_policy, grpo_args, load_train_dataset, warmup_discriminator
+    from llmgan.adversarial.features import HiddenStateEncoder
+    from llmgan.models import unwrap_model
+    from llmgan.adversarial.reward import DiscriminatorReward
+    from llmgan.training.components import build_components
+    from llmgan.training.stages import warmup_discriminator
 
     rank = int(os.environ["RANK"])
     out = Path(args.out)
@@ -86,31 +86,25 @@ def main() -> None:
         "discriminator.width=32", "discriminator.heads=2", "discriminator.layers=1", "discriminator.warmup_steps=1",
         "discriminator.max_response_tokens=16", "discriminator.replay_size=8", *args.set])
 
-    # as llmgan.train.train
-    set_seed(cfg.train.seed)
-    tok, model = build_policy(cfg)
-    train_rows, _ = load_train_dataset(cfg, tok)
-    encoder = HiddenStateEncoder.from_settings(cfg.discriminator, policy=model, tokenizer=tok, dtype=cfg.model.dtype,
-                                               max_prompt_tokens=cfg.data.max_prompt_tokens)
-    disc = DiscriminatorReward(cfg.discriminator, cfg.reward, encoder, seed=cfg.train.seed)
-    d_init = digest(disc.model.state_dict().items())
-
+    # as `llmgan train` builds it
     seen: list[dict] = []
+    live: dict = {}
 
     class Record(TrainerCallback):
         def on_step_end(self, a, state, control, **kw):
-            samples = getattr(trainer, "last_samples", [])
+            samples = getattr(live["trainer"], "last_samples", [])
             seen.append({"step": state.global_step, "prompts": text_digest(sorted({s["prompt"] for s in samples})),
                          "completions": text_digest([s["generated"] for s in samples]), "n": len(samples),
-                         "metrics": {k: v for k, v in disc.metrics.items() if k.startswith("discriminator/")}})
+                         "metrics": {k: v for k, v in live["disc"].metrics.items() if k.startswith("discriminator/")}})
 
-    targs = grpo_args(cfg, out / "run")
-    targs.save_strategy = "no"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore")
-        trainer = _make_trainer_class()(model=model, reward_funcs=[disc], args=targs, train_dataset=train_rows,
-                                        processing_class=tok, callbacks=[Record()], disc_reward=disc)
-    trainer.remove_callback(PrinterCallback)
+        parts = build_components(cfg, out / "run", callbacks=[Record()], args_overrides={"save_strategy": "no"},
+                                 quiet=True)
+    trainer, model, tok, train_rows, encoder, disc = (parts.trainer, parts.policy, parts.tokenizer, parts.train_rows,
+                                                      parts.encoder, parts.discriminator)
+    live.update(trainer=trainer, disc=disc)
+    d_init = digest(disc.model.state_dict().items())
     dist = torch.distributed
     info = {"rank": rank, "world_size": dist.get_world_size() if dist.is_initialized() else 1,
             "backend": dist.get_backend() if dist.is_initialized() else None,

@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from llmgan.discriminator import Discriminator, HiddenStateEncoder, as_text, bce_loss, bradley_terry_loss
+from llmgan.adversarial.discriminators import Discriminator
+from llmgan.adversarial.features import HiddenStateEncoder, as_text
+from llmgan.adversarial.losses import bce_loss, bradley_terry_loss
 from llmgan.errors import LlmganError
 
 

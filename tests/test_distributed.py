@@ -3,9 +3,9 @@ identical on both ranks.
 
 TRL computes rewards per rank on the rank's own slice of the batch, so each rank's discriminator sees
 different samples; llmgan keeps the discriminators identical by all-reducing (averaging) their
-gradients before every optimizer step (`DiscriminatorReward._sync_gradients`), while DDP does the same
-for the generator. The worker (tests/dist_worker.py) builds the trainer with llmgan.train's own
-functions, trains 2 generator steps (after 1 discriminator warm-up step) on a tiny random Llama, and
+gradients before every optimizer step (`DiscriminatorTrainer._sync_gradients`), while DDP does the same
+for the generator. The worker (tests/dist_worker.py) builds the trainer with
+llmgan.training.components.build_components, as `llmgan train` does, trains 2 generator steps (after 1 discriminator warm-up step) on a tiny random Llama, and
 writes bit-exact fingerprints per rank.
 """
 

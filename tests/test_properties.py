@@ -345,9 +345,9 @@ def test_any_config_is_valid_or_one_clear_error(items):
 
 
 def _floats(cfg):
-    from llmgan.config import _float_fields
+    from llmgan.config import float_fields
 
-    return _float_fields(cfg)
+    return float_fields(cfg)
 
 
 @settings(max_examples=100 * SCALE, **SETTINGS)
@@ -378,10 +378,10 @@ def tok(tiny_model_dir):
 def test_cut_prompt_never_exceeds_the_limit(tok, content, limit):
     """data.max_prompt_tokens: the user message, as the trainer will tokenize it again, has at most `limit`
     tokens and is a beginning of the original (the system message is untouched)."""
-    from llmgan.train import _truncate_prompt
+    from llmgan.training.dataset import truncate_prompt
 
     msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": content}]
-    cut = _truncate_prompt(msgs, tok, limit)
+    cut = truncate_prompt(msgs, tok, limit)
     assert cut[0] == msgs[0]
     assert len(tok(cut[1]["content"], add_special_tokens=False)["input_ids"]) <= limit
     # a beginning of the text as the tokenizer sees it (it drops some control characters)

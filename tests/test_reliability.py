@@ -100,7 +100,7 @@ REF_STEPS = ["train.steps=5", "train.save_every=1", "train.keep_checkpoints=2"]
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_model_dir, demo_data) -> Path:
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     base = tmp_path_factory.mktemp("reference")
     cwd = base / "cwd"
@@ -116,7 +116,7 @@ def reference(tmp_path_factory, tiny_model_dir, demo_data) -> Path:
 
 
 def test_checkpoints_are_complete_rotated_and_staging_is_gone(reference):
-    from llmgan.train import STAGING_DIR, check_checkpoint, checkpoints
+    from llmgan.training.runs import STAGING_DIR, check_checkpoint, checkpoints
 
     assert [p.name for p in checkpoints(reference)] == ["checkpoint-4", "checkpoint-5"]
     assert sorted(p.name for p in reference.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
@@ -134,7 +134,7 @@ def test_checkpoints_are_complete_rotated_and_staging_is_gone(reference):
 
 def test_same_seed_same_first_five_steps(reference, tiny_model_dir, demo_data, tmp_path):
     """Determinism: the same seed and config on CPU give identical metrics for the first 5 steps."""
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     again = train(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "again", *REF_STEPS), progress=False)
     same_metrics(read_jsonl(reference / "metrics.jsonl"), read_jsonl(again / "metrics.jsonl"), exact=True)
@@ -172,7 +172,8 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(reference, ti
 def test_sigint_writes_a_checkpoint_and_exits_cleanly(tiny_model_dir, demo_data, tmp_path):
     """Ctrl-C: the current step finishes, a checkpoint is written, exit code 130 without a traceback; the
     run then resumes from that checkpoint."""
-    from llmgan.train import check_checkpoint, checkpoints, train
+    from llmgan.training.runs import check_checkpoint, checkpoints
+    from llmgan.training.train import train
 
     run = tmp_path / "ctrl-c"
     args = overrides(tiny_model_dir, demo_data, run, "train.steps=200", "train.save_every=1000")
@@ -202,11 +203,11 @@ def test_stop_signal_handler_asks_for_a_checkpoint_then_a_second_signal_stops_at
     the previous handlers are restored."""
     from transformers import TrainerControl, TrainerState
 
-    from llmgan.train import _make_stop_callback, _StopRequest
+    from llmgan.training.trainer import StopOnSignal, StopRequest
 
     previous = signal.getsignal(signum)
-    request = _StopRequest()
-    callback = _make_stop_callback(request)
+    request = StopRequest()
+    callback = StopOnSignal(request)
     control = TrainerControl()
     request.install()
     try:
@@ -228,7 +229,7 @@ def test_stop_signal_handler_asks_for_a_checkpoint_then_a_second_signal_stops_at
 def test_resume_drops_rows_written_after_the_checkpoint_and_incomplete_saves(reference, tmp_path):
     """What a SIGKILL leaves: metrics rows past the newest complete checkpoint, a half-written line, a
     staging folder, an old-style checkpoint folder without COMPLETE. Resuming cleans all of it."""
-    from llmgan.train import STAGING_DIR, _resume_point
+    from llmgan.training.runs import STAGING_DIR, resume_point
 
     run = tmp_path / "run"
     shutil.copytree(reference, run, ignore=shutil.ignore_patterns("checkpoint-5", "final"))
@@ -236,7 +237,7 @@ def test_resume_drops_rows_written_after_the_checkpoint_and_incomplete_saves(ref
     (run / "checkpoint-6").mkdir()  # no COMPLETE marker
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "generator/kl": 0.1')  # cut mid-line
-    ckpt = _resume_point(run, None)
+    ckpt = resume_point(run, None)
     assert ckpt.name == "checkpoint-4"
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3, 4]
     assert not (run / STAGING_DIR).exists() and not (run / "checkpoint-6").exists()
@@ -250,7 +251,7 @@ def test_resume_drops_rows_written_after_the_checkpoint_and_incomplete_saves(ref
 @pytest.mark.parametrize("victim", ["optimizer.pt", "adapter_model.safetensors", "trainer_state.json",
                                     "discriminator/discriminator_optimizer.safetensors", "rng_state.pth"])
 def test_truncated_checkpoint_file_is_named_and_the_previous_one_offered(reference, tmp_path, victim):
-    from llmgan.train import resume_checkpoint
+    from llmgan.training.runs import resume_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(reference, run)
@@ -268,7 +269,7 @@ def test_truncated_checkpoint_file_is_named_and_the_previous_one_offered(referen
 def test_damaged_checkpoint_through_the_cli_then_resume_from_the_previous(reference, tiny_model_dir, demo_data,
                                                                           tmp_path, capsys):
     from llmgan.cli import main
-    from llmgan.train import check_checkpoint
+    from llmgan.training.runs import check_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(reference, run)
@@ -316,8 +317,9 @@ def test_unsafe_pickle_in_a_checkpoint_is_refused(reference, tmp_path, capsys):
 
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_model_dir, demo_data, tmp_path,
                                                                      monkeypatch):
-    from llmgan.rewards import DiscriminatorReward
-    from llmgan.train import STAGING_DIR, check_checkpoint, checkpoints, train
+    from llmgan.adversarial.reward import DiscriminatorReward
+    from llmgan.training.runs import STAGING_DIR, check_checkpoint, checkpoints
+    from llmgan.training.train import train
 
     real_save = DiscriminatorReward.save
     calls = []
@@ -343,14 +345,15 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_model_
 def test_read_only_run_folder_is_one_clear_line(tiny_model_dir, demo_data, tmp_path, monkeypatch, capsys):
     """Root ignores chmod, so the read-only file system is simulated: every write into the run folder fails
     with EROFS. The CLI prints one line and exits 2; nothing is loaded."""
-    from llmgan import train as train_module
+    from llmgan import models
     from llmgan.cli import main
+    from llmgan.training import runs
 
     def refuse(path, text):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(train_module, "_rewrite_atomic", refuse)
-    monkeypatch.setattr(train_module, "build_policy", lambda cfg: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(runs, "write_atomic", refuse)
+    monkeypatch.setattr(models, "build_policy", lambda cfg: pytest.fail("a model was loaded"))
     rc = main(["train", "--quiet", *overrides(tiny_model_dir, demo_data, tmp_path / "ro")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
@@ -369,7 +372,8 @@ def test_real_full_disk_on_a_small_tmpfs(reference, tiny_model_dir, demo_data, t
     """The same on a real full file system (a tmpfs with room for about two checkpoints), where torch.save,
     safetensors and tokenizers fail with their own error types. Skipped where tmpfs cannot be mounted (needs
     root)."""
-    from llmgan.train import STAGING_DIR, check_checkpoint, checkpoints, train
+    from llmgan.training.runs import STAGING_DIR, check_checkpoint, checkpoints
+    from llmgan.training.train import train
 
     one = sum(f.stat().st_size for f in (reference / "checkpoint-5").rglob("*") if f.is_file())
     disk = tmp_path / "disk"
@@ -419,17 +423,17 @@ def test_nan_reward_nan_loss_inf_discriminator_loss_are_skipped_and_logged(tiny_
     trains normally."""
     import trl
 
-    import llmgan.rewards as rewards
-    from llmgan.rewards import DiscriminatorReward
-    from llmgan.train import train
+    import llmgan.adversarial.losses as losses
+    from llmgan.adversarial.reward import REWARD_SHAPES
+    from llmgan.training.train import train
 
     calls = {"reward": 0, "loss": 0, "d": 0}
-    real_call, real_loss, real_bce = DiscriminatorReward.__call__, trl.GRPOTrainer._compute_loss, rewards.bce_loss
+    real_shape, real_loss, real_bce = REWARD_SHAPES["log_sigmoid"], trl.GRPOTrainer._compute_loss, losses.bce_loss
 
-    def reward(self, *a, **k):
+    def reward(z):  # step 4's reward shape
         calls["reward"] += 1
-        out = real_call(self, *a, **k)
-        return [float("nan")] * len(out) if calls["reward"] == 1 else out
+        out = real_shape(z)
+        return out * float("nan") if calls["reward"] == 1 else out
 
     def loss(self, model, inputs):
         calls["loss"] += 1
@@ -442,9 +446,9 @@ def test_nan_reward_nan_loss_inf_discriminator_loss_are_skipped_and_logged(tiny_
         # warm-up takes 2 updates (k=2), each generator step 2 more: updates 7-8 belong to step 3
         return out + float("inf") if calls["d"] in (7, 8) else out
 
-    monkeypatch.setattr(DiscriminatorReward, "__call__", reward)
+    monkeypatch.setitem(REWARD_SHAPES, "log_sigmoid", reward)
     monkeypatch.setattr(trl.GRPOTrainer, "_compute_loss", loss)
-    monkeypatch.setattr(rewards, "bce_loss", bce)
+    monkeypatch.setattr(losses, "bce_loss", bce)
     run = train(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "run", "train.steps=4", "train.save_every=1",
                          "train.keep_checkpoints=4"), progress=False)
     faults = read_jsonl(run / "faults.jsonl")
@@ -472,11 +476,10 @@ def test_nan_reward_nan_loss_inf_discriminator_loss_are_skipped_and_logged(tiny_
 def test_consecutive_faults_stop_the_run_with_a_clear_message(tiny_model_dir, demo_data, tmp_path, monkeypatch,
                                                               capsys):
     from llmgan.cli import main
-    from llmgan.rewards import DiscriminatorReward
+    from llmgan.adversarial.reward import REWARD_SHAPES
 
-    real_call = DiscriminatorReward.__call__
-    monkeypatch.setattr(DiscriminatorReward, "__call__",
-                        lambda self, *a, **k: [float("inf")] * len(real_call(self, *a, **k)))
+    real_shape = REWARD_SHAPES["log_sigmoid"]
+    monkeypatch.setitem(REWARD_SHAPES, "log_sigmoid", lambda z: real_shape(z) + float("inf"))
     run = tmp_path / "run"
     rc = main(["train", "--quiet", *overrides(tiny_model_dir, demo_data, run, "train.steps=10", "train.save_every=1",
                                               "train.max_consecutive_faults=2")])
@@ -491,11 +494,11 @@ def test_consecutive_faults_stop_the_run_with_a_clear_message(tiny_model_dir, de
 
 
 def test_embedding_objective_skips_faulty_steps(tiny_model_dir, demo_data, tmp_path, monkeypatch):
-    import llmgan.rewards as rewards
-    from llmgan.train import train
+    import llmgan.adversarial.losses as losses
+    from llmgan.training.train import train
 
-    real_bce = rewards.bce_loss
-    monkeypatch.setattr(rewards, "bce_loss", lambda *a, **k: real_bce(*a, **k) * float("nan"))
+    real_bce = losses.bce_loss
+    monkeypatch.setattr(losses, "bce_loss", lambda *a, **k: real_bce(*a, **k) * float("nan"))
     with pytest.raises(LlmganError, match="stopped at step 2: 2 consecutive steps"):
         train(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "emb", "train.steps=4", "train.objective=embedding",
                        "train.max_consecutive_faults=2"), progress=False)
@@ -507,7 +510,7 @@ def test_discriminator_reward_with_nan_features_is_finite_and_reports_it():
     """NaN hidden states (a broken encoder): D's update is skipped, its weights stay finite, the rewards are
     finite (NaN scores become 0 before shaping) and the cause is reported."""
     from llmgan.config import DiscriminatorSettings, RewardSettings
-    from llmgan.rewards import DiscriminatorReward
+    from llmgan.adversarial.reward import DiscriminatorReward
 
     class NanEncoder:
         hidden_size, condition_on_prompt, device = 8, False, torch.device("cpu")
@@ -525,8 +528,8 @@ def test_discriminator_reward_with_nan_features_is_finite_and_reports_it():
 
 
 def test_discriminator_losses_and_rewards_are_stable_at_extreme_logits():
-    from llmgan.discriminator import bce_loss, bradley_terry_loss
-    from llmgan.rewards import shape_reward
+    from llmgan.adversarial.losses import bce_loss, bradley_terry_loss
+    from llmgan.adversarial.reward import shape_reward
 
     big = torch.tensor([1e4, -1e4, 80.0, -80.0])
     for loss in (bce_loss(big, -big), bce_loss(-big, big), bradley_terry_loss(big, -big), bradley_terry_loss(-big, big)):
@@ -692,11 +695,11 @@ def test_tokenizer_without_chat_template_falls_back_with_a_warning(tiny_model_di
 
 def test_training_prompts_are_cut_to_max_prompt_tokens(tiny_model_dir, demo_data):
     from llmgan.models import load_tokenizer
-    from llmgan.train import _truncate_prompt, load_train_dataset
+    from llmgan.training.dataset import load_train_dataset, truncate_prompt
 
     tok = load_tokenizer(str(tiny_model_dir))
     long = [{"role": "system", "content": "sys"}, {"role": "user", "content": "word " * 500}]
-    cut = _truncate_prompt(long, tok, 10)
+    cut = truncate_prompt(long, tok, 10)
     assert cut[0] == long[0] and len(tok(cut[1]["content"], add_special_tokens=False)["input_ids"]) <= 10
     assert long[1]["content"].startswith(cut[1]["content"].strip())  # the beginning is kept
     cfg = load_config(None, [f"data.path={demo_data}", "data.max_prompt_tokens=8"])
@@ -706,7 +709,7 @@ def test_training_prompts_are_cut_to_max_prompt_tokens(tiny_model_dir, demo_data
 
 
 def test_prompt_plus_generation_longer_than_the_context_is_a_clear_error(tiny_model_dir, demo_data, tmp_path):
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     small = tmp_path / "small-context"
     shutil.copytree(tiny_model_dir, small)

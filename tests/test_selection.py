@@ -9,17 +9,17 @@ import sys
 import pytest
 
 from llmgan.errors import LlmganError
-from llmgan.selection import choose, copy_model_files, selection_table
+from llmgan.training.selection import choose, copy_model_files, selection_table
 
 
 
 def test_choose_takes_the_lowest_detector_auroc_and_the_earliest_step_on_a_tie():
-    scores = [{"step": 0, "detector_auroc": 0.70}, {"step": 10, "detector_auroc": 0.62},
-              {"step": 20, "detector_auroc": 0.65}]
+    scores = [{"step": 0, "detector_auroc_max": 0.70}, {"step": 10, "detector_auroc_max": 0.62},
+              {"step": 20, "detector_auroc_max": 0.65}]
     assert choose(scores) == 1
-    scores.append({"step": 30, "detector_auroc": 0.62})
+    scores.append({"step": 30, "detector_auroc_max": 0.62})
     assert choose(scores) == 1
-    assert choose([{"step": 0, "detector_auroc": 0.5}]) == 0
+    assert choose([{"step": 0, "detector_auroc_max": 0.5}]) == 0
     with pytest.raises(LlmganError, match="no candidates"):
         choose([])
 
@@ -45,7 +45,7 @@ def test_train_with_selection_scores_start_and_checkpoints(tiny_model_dir, demo_
     from test_train import tiny_cfg
 
     from llmgan.models import load_model
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     cfg = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "run", "train.steps=2", "train.save_every=1",
                    "train.keep_checkpoints=2", "selection.enabled=true", "selection.limit=16",
@@ -56,10 +56,10 @@ def test_train_with_selection_scores_start_and_checkpoints(tiny_model_dir, demo_
     assert [c["step"] for c in cands] == [0, 1, 2]
     assert [c["label"] for c in cands][0].startswith("start") and cands[-1]["label"] == "final"
     for c in cands:
-        assert 0 <= c["detector_auroc_low"] <= c["detector_auroc"] <= c["detector_auroc_high"] <= 1
+        assert 0 <= c["detector_auroc_max_low"] <= c["detector_auroc_max"] <= c["detector_auroc_max_high"] <= 1
         assert c["human_mean_words"] > 0 and c["length_wasserstein"] >= 0
         assert len((run / "selection" / f"step-{c['step']}.jsonl").read_text().splitlines()) == 16
-    best = min(cands, key=lambda c: (c["detector_auroc"], c["step"]))
+    best = min(cands, key=lambda c: (c["detector_auroc_max"], c["step"]))
     assert result["selected"]["step"] == best["step"]
     assert result["settings"]["split"] == "validation" and result["settings"]["temperature"] == 1.0
     md = (run / "selection" / "selection.md").read_text()
@@ -79,7 +79,7 @@ def test_select_cli_names_bad_input(tiny_model_dir, demo_data, tmp_path):
     assert res.returncode == 2 and "not a run folder" in res.stderr and "Traceback" not in res.stderr
     from test_train import tiny_cfg
 
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     run = train(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "run", "train.steps=1"), progress=False)
     res = cli(str(run), "--split", "holdout")
@@ -92,11 +92,11 @@ def test_select_cli_names_bad_input(tiny_model_dir, demo_data, tmp_path):
 
 def test_selection_table_marks_the_choice():
     result = {"settings": {"rows": 3, "split": "validation", "data": "d", "temperature": 1.0, "top_p": 1.0,
-                           "max_new_tokens": 8, "seed": 0}, "criterion": "lowest detector_auroc",
+                           "max_new_tokens": 8, "seed": 0}, "criterion": "lowest detector_auroc_max",
               "selected": {"step": 5},
-              "candidates": [{"step": s, "label": f"c{s}", "detector_auroc": a, "detector_auroc_low": a - 0.1,
-                              "detector_auroc_high": a + 0.1, "style_auroc": 0.5, "mean_words": 3.0,
+              "candidates": [{"step": s, "label": f"c{s}", "detector_auroc_max": a, "detector_auroc_max_low": a - 0.1,
+                              "detector_auroc_max_high": a + 0.1, "style_auroc": 0.5, "mean_words": 3.0,
                               "human_mean_words": 4.0, "length_wasserstein": 1.0, "relevance_cosine": 0.2,
                               "distinct_2": 0.9} for s, a in ((0, 0.7), (5, 0.6))]}
     md = selection_table(result)
-    assert "| **5** | c5 | **0.600** (0.500-0.700)" in md and "| 0 | c0 | 0.700" in md
+    assert "| **5** | c5 | **0.600** (0.500-0.700, " in md and "| 0 | c0 | 0.700" in md

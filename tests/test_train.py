@@ -32,7 +32,7 @@ def read_metrics(run: Path) -> list[dict]:
 
 
 def test_one_generator_step_changes_trainable_parameters(tiny_model_dir, demo_data, tmp_path):
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     run = train(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "run", "train.steps=1"), progress=False)
     adapter = load_file(run / "final" / "generator" / "adapter_model.safetensors")
@@ -42,7 +42,7 @@ def test_one_generator_step_changes_trainable_parameters(tiny_model_dir, demo_da
     assert len(rows) == 1
     for key in ("discriminator/loss", "discriminator/accuracy", "discriminator/real_score", "discriminator/fake_score",
                 "generator/reward_mean", "generator/kl", "generator/entropy", "generator/completion_length",
-                "timing/generate", "timing/discriminator", "timing/update"):
+                "timing/generate", "timing/encode", "timing/discriminator", "timing/reference", "timing/update"):
         assert key in rows[0], key
     assert (run / "plots" / "discriminator.png").is_file()
     assert (run / "final" / "discriminator" / "discriminator.safetensors").is_file()
@@ -52,7 +52,8 @@ def test_one_generator_step_changes_trainable_parameters(tiny_model_dir, demo_da
 
 def test_resume_gives_the_same_next_step_metrics(tiny_model_dir, demo_data, tmp_path):
     """Run 4 steps with checkpoints at 2 and 4; restart from checkpoint-2: steps 3-4 must match."""
-    from llmgan.train import checkpoints, train
+    from llmgan.training.runs import checkpoints
+    from llmgan.training.train import train
 
     full = train(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "full", "train.steps=4", "train.save_every=2",
                           "train.keep_checkpoints=2"), progress=False)
@@ -93,7 +94,7 @@ def test_train_cli_end_to_end(tiny_model_dir, demo_data, tmp_path):
 
 
 def test_sft_baseline_moves_the_model(tiny_model_dir, demo_data, tmp_path):
-    from llmgan.sft import sft
+    from llmgan.training.sft import sft
 
     cfg = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "sft", "train.sft_steps=3")
     run = sft(cfg, progress=False)
@@ -106,7 +107,7 @@ def test_sft_baseline_moves_the_model(tiny_model_dir, demo_data, tmp_path):
 def test_sft_warm_start_then_adversarial(tiny_model_dir, demo_data, tmp_path):
     """train.sft_warm_start: SFT into RUN/sft first, then the adversarial steps from that model; a resumed
     run reuses the finished SFT model instead of training it again."""
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     cfg = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "warm", "train.sft_warm_start=true", "train.sft_steps=2",
                    "train.sft_lr=5e-3", "train.steps=1", "train.save_every=1")
@@ -126,9 +127,10 @@ def test_embedding_objective_passes_gradient_into_the_generator(tiny_model_dir, 
     """The prototype's objective: D's loss through the policy's own encoding reaches the LoRA weights."""
     from peft import LoraConfig, get_peft_model
 
-    from llmgan.discriminator import Discriminator, HiddenStateEncoder
+    from llmgan.adversarial.discriminators import Discriminator
+    from llmgan.adversarial.features import HiddenStateEncoder
     from llmgan.models import load_model, load_tokenizer
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     tok = load_tokenizer(str(tiny_model_dir))
     model = get_peft_model(load_model(str(tiny_model_dir)), LoraConfig(r=4, target_modules="all-linear",

@@ -21,7 +21,7 @@ COMMANDS = {
     "generate": ("llmgan.generator", "generate responses for a prepared split with a model"),
     "train": ("llmgan.training.train", "adversarial training against a discriminator (policy gradient + KL)"),
     "sft": ("llmgan.training.sft", "supervised fine-tuning baseline on the real responses"),
-    "select": ("llmgan.selection", "choose a run's model (start or checkpoint) on a held-out split"),
+    "select": ("llmgan.training.selection", "choose a run's model (start or checkpoint) on a held-out split"),
     "evaluate": ("llmgan.evaluation.command", "measure how detectable generated responses are (offline)"),
     "plot": ("llmgan.plots", "overlay the training curves of several runs on one figure"),
 }

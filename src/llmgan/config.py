@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -82,6 +83,8 @@ class GenerationSettings:
 class DiscriminatorSettings:
     """The discriminator: a transformer encoder with a classifier head over the generator's hidden states."""
 
+    architecture: str = _help("discriminator architecture (a name in llmgan.adversarial.discriminators.ARCHITECTURES)",
+                              "transformer")
     layers: int = _help("transformer encoder layers", 2)
     heads: int = _help("attention heads", 4)
     width: int = _help("model width after the input projection", 256)
@@ -91,7 +94,7 @@ class DiscriminatorSettings:
     hidden_layer: int = _help("which hidden layer of the encoder model is read (-1 = last; 15 measured best on TWON)", 15)
     condition_on_prompt: bool = _help("encode prompt + response and pool over the response tokens only", False)
     encoder: str = _help("who encodes: 'reference' (frozen start model), 'policy' (live generator), or a model path", "reference")
-    loss: Literal["bce", "bradley_terry"] = _help("BCE with real=1, or GAD's pairwise Bradley-Terry loss", "bce")
+    loss: str = _help("bce (real=1) or GAD's pairwise bradley_terry (a name in llmgan.adversarial.losses.LOSSES)", "bce")
     label_smoothing: float = _help("BCE label smoothing (real target 1-s, fake target s)", 0.0)
     lr: float = _help("discriminator learning rate (AdamW)", 1e-4)
     weight_decay: float = _help("discriminator AdamW weight decay", 0.01)
@@ -108,7 +111,8 @@ class DiscriminatorSettings:
 class RewardSettings:
     """How the discriminator's score becomes the generator's reward."""
 
-    kind: Literal["log_sigmoid", "logit", "probability"] = _help("reward = log sigmoid(D), raw logit, or sigmoid(D)", "log_sigmoid")
+    kind: str = _help("reward = log_sigmoid (log sigmoid(D)), logit, or probability (sigmoid(D)); a name in "
+                      "llmgan.adversarial.reward.REWARD_SHAPES", "log_sigmoid")
     clip: float = _help("clamp the raw logit to [-clip, clip] before shaping", 10.0)
     normalize: Literal["group", "batch", "none"] = _help("advantage normalisation: per prompt group (GRPO), whole batch, or none", "group")
     scale_by_std: bool = _help("divide advantages by the group std (GRPO) or only centre them (RLOO/Dr.GRPO)", True)
@@ -174,6 +178,14 @@ class RunConfig:
         """Cross-field checks; raises LlmganError naming the field and what to do."""
         g, d, r, t = self.generation, self.discriminator, self.reward, self.train
         problems = []
+        # discriminator.architecture, discriminator.loss, reward.kind: the names in llmgan.adversarial's
+        # registries (imported here, lazily: they import torch)
+        from llmgan.adversarial import registered_names
+
+        for path, names in registered_names().items():
+            value = functools.reduce(getattr, path.split("."), self)
+            if value not in names:
+                problems.append(f"{path} must be one of {', '.join(repr(n) for n in names)} (got {value!r})")
         if r.normalize == "group" and g.num_generations < 2:
             problems.append("generation.num_generations must be >= 2 with reward.normalize=group (a group baseline needs two samples)")
         if d.heads >= 1 and d.width % d.heads:
@@ -230,7 +242,7 @@ class RunConfig:
         for name, value in [("discriminator.dropout", d.dropout), ("model.lora.dropout", self.model.lora.dropout)]:
             if not 0 <= value < 1:
                 problems.append(f"{name} must be in [0, 1) (got {value})")
-        for path, value in _float_fields(self):
+        for path, value in float_fields(self):
             if math.isnan(value) or (math.isinf(value) and path not in ("train.max_grad_norm", "reward.clip")):
                 problems.append(f"{path} must be a finite number (got {value})")
         sel = self.selection
@@ -247,13 +259,13 @@ class RunConfig:
         return self
 
 
-def _float_fields(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+def float_fields(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
     """(dotted path, value) of every float field in a config tree."""
     out = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            out += _float_fields(value, f"{prefix}{f.name}.")
+            out += float_fields(value, f"{prefix}{f.name}.")
         elif isinstance(value, float):
             out.append((f"{prefix}{f.name}", value))
     return out
@@ -382,3 +394,17 @@ def config_to_dict(cfg: Any) -> dict:
 def field_help(cls: type) -> dict[str, str]:
     """Field name -> help text, used by docs and `llmgan train --help-config`."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def config_help_text(cls: type = None, prefix: str = "") -> str:
+    """Every config key (dotted) with its default and help, one per line: `llmgan train --help-config`."""
+    cls = cls or RunConfig
+    hints, helps, lines = typing.get_type_hints(cls), field_help(cls), []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines.append(f"{prefix}{f.name}:  {helps[f.name]}")
+            lines.append(config_help_text(hints[f.name], f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {prefix}{f.name} = {default!r}  ({_describe(hints[f.name])})  {helps[f.name]}")
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ def main() -> int:
     from llmgan.config import load_config
     from llmgan.data import PrepareOptions, prepare, print_summary
     from llmgan.errors import LlmganError
-    from llmgan.train import train
+    from llmgan.training.train import train
 
     console = Console()
     demo_file = REPO / "data" / "demo" / "twon_demo.jsonl"

@@ -8,10 +8,15 @@ tools can read it. `save_pretrained` refuses a GGUF-loaded model (its config car
 the dequantised state dict; the logits match exactly.
 
 Weights are loaded from safetensors only; `trust_remote_code` stays off unless the user sets it.
+
+Also here: the policy as training builds it (`build_policy`: the model with LoRA adapters), the
+context-length check of a training set, and `quiet_libraries` (no third-party progress bars or
+FutureWarnings unless the user asked for progress).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -19,7 +24,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from llmgan.errors import LlmganError
 
@@ -200,3 +205,91 @@ def load_model(name: Optional[str], dtype: str = "auto", trust_remote_code: bool
 def apply_chat(tokenizer, prompts: list[list[dict]]) -> list[str]:
     """Conversational prompts (lists of {role, content}) -> strings ending with the assistant turn."""
     return [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy, wrappers, context length
+
+
+def unwrap_model(model: Any) -> Any:
+    """Strip DDP/DataParallel-style `.module` wrappers."""
+    from torch import nn
+
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is a dependency, but the encoder itself does not need it
+        return False
+    return isinstance(unwrap_model(model), PeftModel)
+
+
+def build_policy(cfg: Any):
+    """Tokenizer and policy for a RunConfig (peft LoRA model unless model.lora.enabled is false)."""
+    tok = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    model = load_model(cfg.model.name, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        targets = cfg.model.lora.target_modules
+        lora = LoraConfig(r=cfg.model.lora.r, lora_alpha=cfg.model.lora.alpha, lora_dropout=cfg.model.lora.dropout,
+                          target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                          task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    return tok, model
+
+
+def check_context_length(model: Any, tokenizer: Any, prompts: list[list[dict]], max_prompt_tokens: int,
+                         max_new_tokens: int) -> None:
+    """The longest (cut, templated) prompt plus `max_new_tokens` must fit the model's context; otherwise one
+    clear error before training starts. `prompts` are conversational, their user message already cut to
+    `max_prompt_tokens` (data.max_prompt_tokens)."""
+    config = getattr(unwrap_model(model), "config", None)
+    context = getattr(config, "max_position_embeddings", None) if config is not None else None
+    if not isinstance(context, int) or not prompts:
+        return
+    # cheap bound first: the template around an empty user message, plus the cut user message (+2 tokens
+    # of slack for merges at the joins); only when that does not fit are all prompts measured
+    frames = {json.dumps([m for m in p if m["role"] != "user"]): p for p in prompts}
+    empty = [[dict(m, content="") if m["role"] == "user" else m for m in p] for p in frames.values()]
+    base = max(len(ids) for ids in tokenizer(apply_chat(tokenizer, empty), add_special_tokens=False)["input_ids"])
+    if base + max_prompt_tokens + 2 + max_new_tokens <= context:
+        return
+    longest = max(len(ids) for ids in tokenizer(apply_chat(tokenizer, prompts), add_special_tokens=False)["input_ids"])
+    need = longest + max_new_tokens
+    if need > context:
+        raise LlmganError(f"the longest training prompt ({longest} tokens with the chat template, after cutting the "
+                          f"user message to data.max_prompt_tokens={max_prompt_tokens}) plus "
+                          f"generation.max_new_tokens={max_new_tokens} is {need} tokens, more than the "
+                          f"model's context of {context}; lower data.max_prompt_tokens or generation.max_new_tokens")
+
+
+@contextlib.contextmanager
+def quiet_libraries(quiet: bool = True) -> Iterator[None]:
+    """While `quiet`: no progress bars from transformers (`Loading weights`) and datasets (`Map`, TRL's
+    `Tokenizing train dataset`), and no FutureWarning/DeprecationWarning from the libraries; restored on
+    exit. llmgan's own progress (llmgan.io.Progress) is not affected."""
+    if not quiet:
+        yield
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    datasets_bars_were_on = datasets.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+        if datasets_bars_were_on:
+            datasets.enable_progress_bars()

@@ -4,8 +4,9 @@ Adversarial training has no loss that says when to stop: the discriminator's acc
 chance and its reward keeps moving the policy, mostly in length (RESULTS.md). So, as with early
 stopping, the start model (step 0, e.g. the SFT warm start) and every kept checkpoint of RUN are
 sampled on a split the run never trained on (`validation` by default), scored with the offline
-detector of `llmgan evaluate` (MiniLM embeddings, 5-fold logistic regression, a prompt's two
-responses in one fold), and the one that is hardest to detect is copied to RUN/selected/generator.
+detectors of `llmgan evaluate` (by default minilm_lr and ngram_lr, 5-fold, a prompt's two responses
+in one fold), and the one that is hardest to detect by the strongest of them (detector_auroc_max) is
+copied to RUN/selected/generator.
 The test split stays untouched for the final report. Selection can pick step 0: then the
 adversarial stage did not help on this data, and the run says so.
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -57,7 +57,7 @@ def candidates(run_dir: str | Path) -> list[Candidate]:
     """The start model, every complete checkpoint and final/ of a run folder, by step (final replaces the
     checkpoint of its own step: the same weights)."""
     from llmgan.config import load_config
-    from llmgan.train import SFT_DIR, checkpoint_step, checkpoints
+    from llmgan.training.runs import SFT_DIR, checkpoint_step, checkpoints
 
     run = Path(run_dir)
     cfg_file = run / "config.yaml"
@@ -89,50 +89,32 @@ def _last_logged_step(run: Path) -> Optional[int]:
 
 def score_responses(real: Sequence[str], generated: Sequence[str], *, seed: int = 0,
                     threads: Optional[int] = None) -> dict[str, float]:
-    """The selection scores of one candidate: llmgan evaluate's detector AUROC (with its bootstrap interval)
-    and style AUROC, and the cheap distribution checks (length, relevance, diversity). MAUVE and
-    self-BLEU are left to `llmgan evaluate` (they cost more than they add to a choice)."""
-    import numpy as np
-    from threadpoolctl import threadpool_limits
+    """The selection scores of one candidate: `llmgan.evaluation.score_for_selection` (the detectors' AUROCs
+    with their bootstrap intervals, style AUROC and the cheap distribution checks: length, relevance,
+    diversity). MAUVE and self-BLEU are left to `llmgan evaluate` (they cost more than they add to a choice)."""
+    from llmgan.evaluation import score_for_selection
 
-    from llmgan.evaluate import (_style_model, auroc_ci, detector_auroc, distinct_n, embed, mean_pair_cosine,
-                                 style_features, wasserstein, word_counts)
-
-    n = len(real)
-    emb = embed(list(real) + list(generated), threads=threads)
-    e_real, e_gen = emb[:n], emb[n:]
-    groups = np.arange(n)
-    with threadpool_limits(limits=1):
-        auc, s_gen, s_real, _ = detector_auroc(e_gen, e_real, seed=seed, groups=groups)
-        low, high = auroc_ci(s_gen, s_real, seed=seed)
-        style, _, _, _ = detector_auroc(style_features(generated), style_features(real), seed=seed, groups=groups,
-                                        model=_style_model())
-    words_gen, words_real = word_counts(generated), word_counts(real)
-    return {"detector_auroc": auc, "detector_auroc_low": low, "detector_auroc_high": high, "style_auroc": style,
-            "length_wasserstein": wasserstein(words_gen, words_real), "mean_words": float(words_gen.mean()),
-            "human_mean_words": float(words_real.mean()), "relevance_cosine": mean_pair_cosine(e_gen, e_real),
-            "distinct_2": distinct_n(generated, 2)}
+    return score_for_selection(None, real, generated, seed=seed, threads=threads)
 
 
 def choose(scores: Sequence[dict[str, Any]]) -> int:
-    """Index of the candidate with the lowest detector AUROC (the earliest step on a tie)."""
+    """Index of the candidate with the lowest detector_auroc_max, the strongest detector's AUROC (the earliest
+    step on a tie)."""
     if not scores:
         raise LlmganError("no candidates to choose from")
-    return min(range(len(scores)), key=lambda i: (scores[i]["detector_auroc"], scores[i]["step"]))
+    return min(range(len(scores)), key=lambda i: (scores[i]["detector_auroc_max"], scores[i]["step"]))
 
 
 def copy_model_files(source: str | Path, target: str | Path) -> Path:
     """Copy a model or adapter folder's own files (weights, configs, tokenizer) without a checkpoint's training
     state or subfolders, into `target` (replaced atomically)."""
+    from llmgan.io import atomic_dir
+
     src, dst = Path(source), Path(target)
-    tmp = dst.parent / f".{dst.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file() and f.name not in TRAINING_STATE_FILES and not f.name.startswith("rng_state"):
-            shutil.copy2(f, tmp / f.name)
-    shutil.rmtree(dst, ignore_errors=True)
-    os.replace(tmp, dst)
+    with atomic_dir(dst) as tmp:
+        for f in src.iterdir():
+            if f.is_file() and f.name not in TRAINING_STATE_FILES and not f.name.startswith("rng_state"):
+                shutil.copy2(f, tmp / f.name)
     return dst
 
 
@@ -147,12 +129,14 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
     """
     from llmgan.config import load_config
     from llmgan.data import load_prepared
-    from llmgan.evaluate import write_atomic
-    from llmgan.generator import generate_responses, last_user_message, write_rows
+    from llmgan.generator import generate_responses
+    from llmgan.io import check_output_path, last_user_message, write_atomic, write_rows
     from llmgan.models import load_model, load_tokenizer
 
     run = Path(run_dir)
     found = candidates(run)
+    for out, kind in ((run / SELECTION_DIR, "dir"), (run / SELECTED_DIR, "dir")):  # before any model loads
+        check_output_path(out, kind=kind, what="selection output")
     cfg = load_config(run / "config.yaml")
     sel = cfg.selection
     data = data or cfg.data.path
@@ -197,8 +181,9 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
              "seconds": round(time.perf_counter() - t0, 1)}
         scores.append(s)
         if progress:
-            print(f"  step {c.step:>4} ({c.label}): detector AUROC {s['detector_auroc']:.3f} "
-                  f"[{s['detector_auroc_low']:.3f}, {s['detector_auroc_high']:.3f}], style {s['style_auroc']:.3f}, "
+            print(f"  step {c.step:>4} ({c.label}): detector AUROC {s['detector_auroc_max']:.3f} "
+                  f"[{s['detector_auroc_max_low']:.3f}, {s['detector_auroc_max_high']:.3f}] "
+                  f"({s['detector_auroc_max_detector']}), style {s['style_auroc']:.3f}, "
                   f"{s['mean_words']:.1f} words (human {s['human_mean_words']:.1f}), {s['seconds']:.0f} s")
     best = scores[choose(scores)]
     target = None
@@ -206,14 +191,14 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
         target = str(copy_model_files(best["model"], run / SELECTED_DIR / "generator"))
     else:  # a hub id or the embedded default: nothing to copy, and an earlier choice must not linger
         shutil.rmtree(run / SELECTED_DIR, ignore_errors=True)
-    result = {"selected": {**best, "copied_to": target}, "candidates": scores, "criterion": "lowest detector_auroc",
+    result = {"selected": {**best, "copied_to": target}, "candidates": scores, "criterion": "lowest detector_auroc_max",
               "settings": {"data": str(data), "split": split, "rows": len(rows), "temperature": temperature,
                            "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed}}
-    write_atomic(out_dir / "selection.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out_dir / "selection.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")  # NaN allowed
     write_atomic(out_dir / "selection.md", selection_table(result))
     if progress:
         where = target or (best["model"] or "the embedded default model")
-        print(f"selected step {best['step']} ({best['label']}): detector AUROC {best['detector_auroc']:.3f} on "
+        print(f"selected step {best['step']} ({best['label']}): detector AUROC {best['detector_auroc_max']:.3f} on "
               f"'{split}' -> {where}")
     return result
 
@@ -224,13 +209,14 @@ def selection_table(result: dict[str, Any]) -> str:
     lines = [f"Selection on {s['rows']} '{s['split']}' prompts of {s['data']} (temperature {s['temperature']}, "
              f"top-p {s['top_p']}, {s['max_new_tokens']} new tokens, seed {s['seed']}); criterion: "
              f"{result['criterion']}.", "",
-             "| step | model | detector AUROC (95 % interval) | style AUROC | mean words (human) | length W1 | "
+             "| step | model | detector AUROC, strongest (95 % interval) | style AUROC | mean words (human) | length W1 | "
              "relevance | distinct-2 |", "| ---: | --- | --- | ---: | --- | ---: | ---: | ---: |"]
     chosen = result["selected"]["step"]
     for c in result["candidates"]:
         b = "**" if c["step"] == chosen else ""
-        lines.append(f"| {b}{c['step']}{b} | {c['label']} | {b}{c['detector_auroc']:.3f}{b} "
-                     f"({c['detector_auroc_low']:.3f}-{c['detector_auroc_high']:.3f}) | {c['style_auroc']:.3f} | "
+        lines.append(f"| {b}{c['step']}{b} | {c['label']} | {b}{c['detector_auroc_max']:.3f}{b} "
+                     f"({c['detector_auroc_max_low']:.3f}-{c['detector_auroc_max_high']:.3f}, "
+                     f"{c.get('detector_auroc_max_detector', '')}) | {c['style_auroc']:.3f} | "
                      f"{c['mean_words']:.1f} ({c['human_mean_words']:.1f}) | {c['length_wasserstein']:.2f} | "
                      f"{c['relevance_cosine']:.3f} | {c['distinct_2']:.3f} |")
     return "\n".join(lines) + "\n"

@@ -9,46 +9,55 @@ prototype saw the discriminator's loss rise while nothing about the text improve
 that be measured against `objective=policy_gradient` under the same data, discriminator and logging.
 
 A plain PyTorch loop (TRL has no such objective): numbered steps, timed phases, the same run folder
-layout and metrics names as `llmgan.train`. `--resume` is not supported for this baseline. NaN/Inf
-faults are handled as in `llmgan.train`: a step with a non-finite discriminator loss or score, generator
+layout and metrics names as `llmgan train`. `--resume` is not supported for this baseline. NaN/Inf
+faults are handled as in `llmgan train` (the same FaultLog): a step with a non-finite discriminator loss or score, generator
 loss or gradient norm does not update the generator, is logged (faults.jsonl, `faults/skipped_steps`),
 and `train.max_consecutive_faults` such steps in a row stop the run with a clear error.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 from llmgan.config import RunConfig
 from llmgan.errors import LlmganError
+from llmgan.training.runs import prepare_run_dir, removed_if_nothing_kept
 
 
 def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """The baseline's run into train.output_dir; returns the run folder (see the module docstring)."""
+    if resume:
+        raise LlmganError("--resume supports train.objective=policy_gradient only (embedding is a short baseline)")
+    run_dir = prepare_run_dir(cfg, resume=False, overwrite=overwrite)
+    with removed_if_nothing_kept(run_dir, fresh=True):
+        return _train_embedding(cfg, run_dir, progress)
+
+
+def _train_embedding(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
     import torch
     import torch.nn.functional as F
     from torch.utils.tensorboard import SummaryWriter
     from transformers import set_seed
 
-    from llmgan.discriminator import HiddenStateEncoder
-    from llmgan.generator import generate_responses, write_rows
+    from llmgan.adversarial.d_trainer import DiscriminatorTrainer
+    from llmgan.adversarial.features import HiddenStateEncoder
+    from llmgan.generator import generate_responses
+    from llmgan.io import append_jsonl, last_user_message, write_error, write_json, write_rows
+    from llmgan.models import build_policy
     from llmgan.plots import plot_metrics
-    from llmgan.rewards import DiscriminatorReward
-    from llmgan.train import (build_policy, save_final, load_train_dataset, prepare_run_dir, sample_eval,
-                              warmup_discriminator, write_error)
+    from llmgan.training.dataset import load_train_dataset
+    from llmgan.training.runs import FaultLog, save_final
+    from llmgan.training.stages import sample_eval, warmup_discriminator
 
-    if resume:
-        raise LlmganError("--resume supports train.objective=policy_gradient only (embedding is a short baseline)")
-    run_dir = prepare_run_dir(cfg, resume=False, overwrite=overwrite)
     set_seed(cfg.train.seed)
     tok, model = build_policy(cfg)
     train_rows, eval_rows = load_train_dataset(cfg, tok)
     d, g, t = cfg.discriminator, cfg.generation, cfg.train
     feats = HiddenStateEncoder.from_settings(d, policy=model, tokenizer=tok, dtype=cfg.model.dtype,
                                              max_prompt_tokens=cfg.data.max_prompt_tokens)
-    disc = DiscriminatorReward(d, cfg.reward, feats, seed=t.seed)
+    disc = DiscriminatorTrainer(d, cfg.reward, feats, seed=t.seed)
     # the generator encodes its own responses, with gradient (the prototype's design)
     own = HiddenStateEncoder(model, tok, layer=d.hidden_layer, condition_on_prompt=d.condition_on_prompt,
                              max_response_tokens=d.max_response_tokens, max_prompt_tokens=cfg.data.max_prompt_tokens)
@@ -60,7 +69,7 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     rng = torch.Generator().manual_seed(t.seed)
     metrics_path = run_dir / "metrics.jsonl"
-    skipped = consecutive = 0
+    faults = FaultLog(run_dir, t.max_consecutive_faults)
     try:
         for step in range(1, t.steps + 1):
             t_step = time.perf_counter()
@@ -85,17 +94,15 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-            faults = list(disc.faults)
+            causes = list(disc.faults)
             if not torch.isfinite(loss):
-                faults.append(f"generator loss is {loss.item()}")
+                causes.append(f"generator loss is {loss.item()}")
             if not torch.isfinite(grad_norm):
-                faults.append(f"generator gradient norm is {grad_norm.item()}")
-            if faults:  # skip the update: the weights do not move
-                skipped += 1
-                consecutive += 1
-                _log_fault(run_dir, step, faults, consecutive)
+                causes.append(f"generator gradient norm is {grad_norm.item()}")
+            if causes:  # skip the update: the weights do not move
+                faults.record(step, causes)
             else:
-                consecutive = 0
+                faults.ok()
                 opt.step()
             opt.zero_grad(set_to_none=True)
             disc.model.zero_grad(set_to_none=True)  # D is trained only by its own loss
@@ -105,22 +112,18 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
                    "generator/reward_mean": float(F.logsigmoid(logits.detach()).mean()),
                    "generator/completion_length": float(sum(map(len, tok(texts, add_special_tokens=False)["input_ids"])) / len(texts)),
                    "timing/generate": t_gen, "timing/update": t_upd, "timing/step": time.perf_counter() - t_step,
-                   "faults/skipped_steps": float(skipped)}
+                   "faults/skipped_steps": float(faults.skipped)}
             try:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_jsonl(metrics_path, row)
             except OSError as exc:
                 raise LlmganError(f"cannot write {metrics_path}: {write_error(exc, run_dir)}") from None
             for k, v in row.items():
                 if k != "step" and math.isfinite(v):
                     writer.add_scalar(k, v, step)
             if t.sample_every and step % t.sample_every == 0:
-                write_rows([{"prompt": p[-1]["content"], "real": r, "generated": x} for p, r, x in zip(prompts, reals, texts)],
+                write_rows([{"prompt": last_user_message(p), "real": r, "generated": x} for p, r, x in zip(prompts, reals, texts)],
                            run_dir / "samples" / f"step_{step:05d}.jsonl")
-            if consecutive >= t.max_consecutive_faults:
-                raise LlmganError(f"stopped at step {step}: {consecutive} consecutive steps had NaN/Inf values "
-                                  f"(train.max_consecutive_faults={t.max_consecutive_faults}; causes in "
-                                  f"{run_dir / 'faults.jsonl'}); try a lower train.lr or check the data")
+            faults.check(step)
             if progress:
                 print(f"step {step}/{t.steps}: D acc {row.get('discriminator/accuracy', float('nan')):.2f} "
                       f"G loss {row['generator/loss']:.3f} len {row['generator/completion_length']:.0f}")
@@ -130,14 +133,6 @@ def train_embedding(cfg: RunConfig, resume: bool = False, overwrite: bool = Fals
     save_final(run_dir, model, tok, disc)
     if before is not None:
         after = sample_eval(model, tok, eval_rows, 4, t.seed, cfg)
-        (run_dir / "samples_before_after.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
+        write_json(run_dir / "samples_before_after.json", {"before": before, "after": after})
     return run_dir
 
-
-def _log_fault(run_dir: Path, step: int, causes: list[str], consecutive: int) -> None:
-    import sys
-
-    causes = list(dict.fromkeys(causes))
-    print(f"step {step} skipped (weights not updated): {'; '.join(causes)}", file=sys.stderr, flush=True)
-    with open(run_dir / "faults.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, "causes": causes, "consecutive": consecutive}) + "\n")

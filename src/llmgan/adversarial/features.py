@@ -1,12 +1,8 @@
-"""The discriminator D and the model that feeds it.
+"""Which model and layer turn texts into the discriminator's input: `HiddenStateEncoder`.
 
-`HiddenStateEncoder` turns (prompt, response) texts into the hidden states of a causal LM at one
-layer, keeping the response positions only. `Discriminator` is a small transformer encoder with a
-classifier head over those states: one logit per response, real = positive. `bce_loss` and
-`bradley_terry_loss` are its two training objectives.
-
-Shapes used throughout: B responses, T response tokens (right-padded), H the encoder model's hidden
-size, W the discriminator width. A response mask is a bool tensor [B, T], True on real tokens.
+It reads (prompt, response) texts with a causal LM and keeps the hidden states of one layer at the
+response positions. Shapes: B responses, T response tokens (right-padded), H the encoder model's
+hidden size. A response mask is a bool tensor [B, T], True on real tokens.
 """
 
 from __future__ import annotations
@@ -16,146 +12,16 @@ import copy
 from typing import Any, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmgan.errors import LlmganError
+from llmgan.models import is_peft_model, unwrap_model
 
 Prompt = Union[str, list]  # a plain string, or conversational: a list of {role, content} dicts
 
 
-# ---------------------------------------------------------------------------------------------
-# Losses
-
-
-def bce_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Class-balanced binary cross-entropy with real = 1, fake = 0.
-
-    real_logits: [N], fake_logits: [M] -> scalar. Targets are 1 - s for reals and s for fakes
-    (s = label_smoothing). The real and fake terms are averaged separately and then together, so the
-    usual G fakes per real do not tilt D towards calling everything fake. Either side may be empty.
-    Uses BCE-with-logits (softplus form), which is stable for any logit.
-    """
-    terms = []
-    if real_logits.numel():
-        target = torch.full_like(real_logits, 1.0 - label_smoothing)
-        terms.append(F.binary_cross_entropy_with_logits(real_logits, target))
-    if fake_logits.numel():
-        target = torch.full_like(fake_logits, label_smoothing)
-        terms.append(F.binary_cross_entropy_with_logits(fake_logits, target))
-    if not terms:
-        raise ValueError("bce_loss needs at least one real or fake logit")
-    return torch.stack(terms).mean()
-
-
-def bradley_terry_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Pairwise Bradley-Terry loss of GAD (arXiv 2511.10643): mean over pairs of -log sigmoid(D(real) - D(fake)).
-
-    real_logits: [N], fake_logits: [N] (pair i = real_logits[i] vs fake_logits[i]) -> scalar.
-    Computed as -logsigmoid(diff), never log(sigmoid(.)), so large margins neither underflow nor give NaN.
-    """
-    if real_logits.shape != fake_logits.shape:
-        raise ValueError(f"bradley_terry_loss needs paired logits, got {tuple(real_logits.shape)} "
-                         f"and {tuple(fake_logits.shape)}")
-    if not real_logits.numel():
-        raise ValueError("bradley_terry_loss needs at least one pair")
-    return -F.logsigmoid(real_logits - fake_logits).mean()
-
-
-# ---------------------------------------------------------------------------------------------
-# The discriminator
-
-
-class Discriminator(nn.Module):
-    """Transformer encoder + optional LSTM + pooling over response tokens + linear classifier.
-
-    forward(hidden [B, T, H], mask [B, T] bool) -> logits [B] (real = positive).
-
-    Rows whose mask is all False (an empty response) get a learned "empty" vector instead of a
-    pooled one, and their attention mask is opened on position 0 so no attention row is fully masked
-    (a fully masked softmax is NaN, in both PyTorch's slow path and its fused eval fast path).
-    """
-
-    def __init__(self, input_size: int, width: int = 256, layers: int = 2, heads: int = 4, dropout: float = 0.1,
-                 pooling: str = "mean", lstm: bool = False):
-        super().__init__()
-        if pooling not in ("mean", "last", "attention"):
-            raise LlmganError(f"discriminator.pooling must be mean, last or attention (got {pooling!r})")
-        if width % heads:
-            raise LlmganError(f"discriminator.width ({width}) must be divisible by discriminator.heads ({heads})")
-        self.pooling = pooling
-        # LM hidden states carry a few huge "massive activation" channels; a LayerNorm before the
-        # projection puts every layer's and every model's states on one scale, so one lr fits all.
-        self.input_norm = nn.LayerNorm(input_size)
-        self.input_proj = nn.Linear(input_size, width)
-        self.input_dropout = nn.Dropout(dropout)
-        # No positional embedding: the inputs come out of a causal LM (rotary positions, causal
-        # attention), so every state already knows where it is; a learned table would add a hard
-        # maximum length and parameters that only ever see the few positions short posts reach.
-        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=4 * width, dropout=dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        # enable_nested_tensor=False: the nested-tensor path drops padded positions and is the one
-        # that turns a fully padded row into NaN; we keep dense tensors and explicit masks.
-        self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
-        # Unidirectional LSTM over right-padded sequences: outputs at real positions never see the
-        # padding after them, so no packing is needed.
-        self.lstm = nn.LSTM(width, width, batch_first=True) if lstm else None
-        self.attn_score = nn.Linear(width, 1) if pooling == "attention" else None
-        self.empty = nn.Parameter(torch.zeros(width))
-        self.head = nn.Linear(width, 1)
-
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """hidden [B, T, H] float, mask [B, T] bool (True = response token) -> logits [B]."""
-        mask = mask.bool()
-        if mask.shape[1] == 0:  # a batch of empty responses: give attention one (masked-out) position
-            hidden = hidden.new_zeros(hidden.shape[0], 1, hidden.shape[2])
-            mask = mask.new_zeros(mask.shape[0], 1)
-        has_tokens = mask.any(dim=1)  # [B]
-        # Open position 0 for empty rows so attention always has a key; their output is replaced below.
-        attend = mask.clone()
-        attend[:, 0] |= ~has_tokens
-        x = self.input_dropout(self.input_proj(self.input_norm(hidden.to(self.input_proj.weight.dtype))))
-        x = self.encoder(x, src_key_padding_mask=~attend)  # [B, T, W]
-        if self.lstm is not None:
-            x, _ = self.lstm(x)
-        pooled = self._pool(x, mask, attend)  # [B, W], finite for every row
-        pooled = torch.where(has_tokens[:, None], pooled, self.empty.to(pooled.dtype).expand_as(pooled))
-        return self.head(pooled).squeeze(-1)
-
-    def _pool(self, x: torch.Tensor, mask: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        """x [B, T, W] -> [B, W] over the tokens in `mask`; every branch stays finite on empty rows."""
-        if self.pooling == "mean":
-            weights = mask.to(x.dtype)
-            return (x * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1.0)
-        if self.pooling == "last":
-            positions = torch.arange(mask.shape[1], device=mask.device)
-            last = torch.where(mask, positions, -1).max(dim=1).values.clamp(min=0)  # [B]
-            return x[torch.arange(x.shape[0], device=x.device), last]
-        scores = self.attn_score(x).squeeze(-1).masked_fill(~attend, float("-inf"))  # [B, T]
-        return (scores.softmax(dim=1)[..., None] * x).sum(1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Hidden-state encoder
-
-
 class _StopForward(Exception):
     """Raised from a forward hook once the requested layer has run (skips the layers above it)."""
-
-
-def unwrap_model(model: Any) -> Any:
-    """Strip DDP/DataParallel-style `.module` wrappers."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
-
-
-def is_peft_model(model: Any) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # peft is a dependency, but the encoder itself does not need it
-        return False
-    return isinstance(unwrap_model(model), PeftModel)
 
 
 def as_text(item: Any) -> str:

@@ -1,0 +1,485 @@
+"""`DiscriminatorTrainer`: the discriminator's own training. It owns D (an architecture from
+`discriminators.ARCHITECTURES`), its AdamW optimizer, the replay buffer, its RNG, the saturation watcher,
+gradient sync across processes, and save/load.
+
+The adversarial step calls it in order (see `llmgan.training.trainer.AdversarialGRPOTrainer`):
+`encode(prompts, completions, reals) -> batch`, `update(batch, k) -> metrics` (k AdamW steps on reals vs
+fakes + replay, with a loss from `losses.LOSSES`), `score(batch) -> (real_logits, fake_logits)` with the
+updated D in eval mode, then `finish(batch, metrics, log_metric)` (replay push, metrics averaged over
+processes) and `watch(accuracy)`. `train_step` is the warm-up's encode + update + finish.
+
+Shapes: M completions (fakes) in a batch, R unique real responses, T tokens, H the encoder's width.
+
+Determinism: dropout and subset sampling draw from D's own torch.Generator (dropout runs under a
+forked RNG seeded from it), so D's trajectory does not depend on, nor disturb, the trainer's global
+RNG, and `state_dict()` round trips reproduce the next steps exactly.
+
+Multi-process: D is built from `seed` (identical on every rank) and, when torch.distributed is
+initialized with world size > 1, its gradients are averaged with all_reduce before every optimizer
+step, so D stays identical on all ranks while each rank contributes its own samples. Metrics are
+averaged the same way, so all ranks take the same saturation decision. Every rank must take the same
+number of steps (TRL does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from llmgan.adversarial.discriminators import build_discriminator
+from llmgan.adversarial.features import as_text
+from llmgan.adversarial.losses import LOSSES
+from llmgan.adversarial.replay import ReplayBuffer, stack_rows
+from llmgan.adversarial.saturation import SaturationStop, SaturationWatcher
+from llmgan.errors import LlmganError
+
+
+# ---------------------------------------------------------------------------------------------
+# One encoded batch
+
+
+@dataclasses.dataclass
+class _Batch:
+    """One generation batch, encoded. M completions, R unique real responses."""
+
+    prompts: list            # [M] prompt of each completion (str or messages)
+    fakes: list[str]         # [M] completion texts
+    reals: list[str]         # [R] unique real responses
+    pair: torch.Tensor       # [M] long: index into reals of each completion's real response
+    fake_h: torch.Tensor     # [M, Tf, H]
+    fake_m: torch.Tensor     # [M, Tf] bool
+    real_h: torch.Tensor     # [R, Tr, H]
+    real_m: torch.Tensor     # [R, Tr] bool
+
+
+def _pad_cat(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate (hidden [b_i, T_i, H], mask [b_i, T_i]) pairs along the batch, right-padding to max T_i."""
+    t = max(h.shape[1] for h, _ in parts)
+    hs, ms = [], []
+    for h, m in parts:
+        pad = t - h.shape[1]
+        hs.append(F.pad(h, (0, 0, 0, pad)) if pad else h)
+        ms.append(F.pad(m, (0, pad), value=False) if pad else m)
+    return torch.cat(hs), torch.cat(ms)
+
+
+def _prompt_key(prompt: Any) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def _balanced_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
+    """Mean of the accuracy on reals (logit > 0) and on fakes (logit < 0)."""
+    parts = [(real_logits > 0).float().mean()] if real_logits.numel() else []
+    parts += [(fake_logits < 0).float().mean()] if fake_logits.numel() else []
+    return float(torch.stack(parts).mean()) if parts else float("nan")
+
+def _flatten_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """torch optimizer state_dict -> (tensors for safetensors, JSON-able rest). Inverse: `_unflatten_optimizer_state`."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for pid, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    per_param: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            per_param.setdefault(int(pid), {})[key] = value
+    for pid, values in meta.get("scalars", {}).items():
+        per_param.setdefault(int(pid), {}).update(values)
+    return {"state": per_param, "param_groups": meta["param_groups"]}
+
+
+class DiscriminatorTrainer:
+    """The discriminator and its training; see the module docstring for the order of calls.
+
+    `settings` is a DiscriminatorSettings, `reward` a RewardSettings (its saturation_* fields drive the
+    watcher), `encoder` a HiddenStateEncoder (or anything with `encode`, `hidden_size`,
+    `condition_on_prompt`, `device`). After `finish`, `self.metrics` holds the latest metrics; `faults`
+    the NaN/Inf found since the latest `encode` (D's update skipped, scores sanitised).
+    """
+
+    def __init__(self, settings: Any, reward: Any, encoder: Any, seed: int = 0,
+                 accelerator: Any = None, real_column: str = "response", device: Any = None):
+        self.settings = settings
+        self.reward_settings = reward
+        self.encoder = encoder
+        self.accelerator = accelerator
+        self.real_column = real_column
+        # D's device: given (the training device, where the trainer will move the policy), else the encoder's now
+        self.device = torch.device(device) if device is not None else encoder.device
+        with torch.random.fork_rng(devices=[]):  # same init on every rank, global RNG untouched
+            torch.manual_seed(seed)
+            self.model = build_discriminator(settings, encoder.hidden_size)
+        self.model.to(self.device)
+        # No weight decay on norms, biases and the empty vector (1-d parameters).
+        decay = [p for p in self.model.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.replay = ReplayBuffer(settings.replay_size, seed=seed + 1)
+        self.watcher = SaturationWatcher(reward.saturation_window, reward.saturation_high, reward.saturation_low)
+        self.updates = 0  # discriminator optimizer steps so far
+        self.calls = 0    # scored generator batches so far
+        self.metrics: dict[str, float] = {}
+        self.faults: list[str] = []  # NaN/Inf found in the latest call (D's update skipped, rewards sanitised)
+        # A frozen encoder's features of a text never change: keep them with the replay buffer.
+        self.cache_features = bool(getattr(settings, "cache_replay_features", True)) and \
+            getattr(settings, "encoder", "reference") != "policy"
+        self.cache_hits = 0  # replayed rows served from cached features (benchmark/diagnostics)
+        self.d_loss = LOSSES.get(settings.loss)  # a losses.Loss
+        if self.d_loss is None:
+            raise LlmganError(f"discriminator.loss must be one of {', '.join(LOSSES)} (got {settings.loss!r})")
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]]) -> _Batch:
+        """prompts [M], completions [M] (strings or [{role, content}]), response [M] the real reply of each
+        completion's prompt -> the batch: fakes and the unique reals, encoded."""
+        self.faults = []
+        return self._encode(prompts, completions, response)
+
+    def update(self, batch: _Batch, steps: Optional[int] = None) -> dict[str, float]:
+        """`steps` (default settings.steps_per_generator_step) AdamW updates of D on the batch's reals vs its
+        fakes, a share `replay_fraction` of each update's fakes drawn from the replay buffer (the rest a
+        fresh random subset of the batch), with the loss `settings.loss`. Returns partial metrics."""
+        steps = self.settings.steps_per_generator_step if steps is None else steps
+        s = self.settings
+        # Replay: each step's fakes are round(replay_fraction * M) buffer samples + the rest from this batch.
+        m = len(batch.fakes)
+        n_replay = min(round(s.replay_fraction * m), len(self.replay)) if s.replay_size else 0
+        draws = [self.replay.sample_indices(n_replay) for _ in range(steps)]
+        used = sorted({i for d in draws for i in d})
+        local = {i: j for j, i in enumerate(used)}
+        rep_h = rep_m = rep_rh = rep_rm = None
+        if used:
+            rep_h, rep_m = self._replay_features(used, "fake")
+            if self.d_loss.paired:
+                rep_rh, rep_rm = self._replay_features(used, "real")
+        metrics = {}
+        with torch.no_grad():  # accuracy on fresh samples, before D trains on them
+            self.model.eval()
+            real_logits, fake_logits = self._logits(batch)
+        metrics["discriminator/accuracy_before_update"] = _balanced_accuracy(real_logits, fake_logits)
+        losses = []
+        with torch.enable_grad():  # TRL may call rewards inside no_grad
+            for draw in draws:
+                rep = torch.tensor([local[i] for i in draw], dtype=torch.long, device=self.device)
+                cur = torch.randperm(m, generator=self.generator)[:m - len(draw)].to(self.device)
+                parts = [(batch.real_h, batch.real_m), (batch.fake_h[cur], batch.fake_m[cur])]
+                if len(draw):
+                    parts.append((rep_h[rep], rep_m[rep]))
+                    if rep_rh is not None:
+                        parts.append((rep_rh[rep], rep_rm[rep]))
+                hidden, mask = _pad_cat(parts)
+                self.model.train()
+                with self._own_rng():
+                    logits = self.model(hidden, mask)
+                r = len(batch.reals)
+                real_logits, fake_logits = logits[:r], logits[r:r + m]
+                if self.d_loss.paired:
+                    real_logits = real_logits[batch.pair[cur]]
+                    if len(draw):
+                        real_logits = torch.cat([real_logits, logits[r + m:]])
+                loss = self.d_loss.fn(real_logits, fake_logits, s)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self._sync_gradients()
+                # NaN/Inf in the loss or a gradient: skip this update (D keeps its weights), report the cause.
+                # The gradients are the same on every rank after _sync_gradients, so all ranks skip together.
+                grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters() if p.grad is not None)
+                if not grads_ok:
+                    self.faults.append(f"discriminator loss {float(loss.detach()):.4g}, gradient NaN/Inf: update skipped")
+                elif not torch.isfinite(loss.detach()) and self._world_size() == 1:
+                    self.faults.append(f"discriminator loss is {float(loss.detach())}: update skipped")
+                else:
+                    self.optimizer.step()
+                    self.updates += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+        self.model.eval()
+        metrics["discriminator/loss"] = sum(losses) / len(losses) if losses else float("nan")
+        metrics["discriminator/replay_samples"] = float(n_replay)
+        metrics["discriminator/skipped_updates"] = float(len(self.faults))
+        return metrics
+
+    def score(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """D in eval mode: (real logits [R], fake logits [M]), counted as one scored generator batch; NaN/Inf
+        scores of fakes are reported as a fault."""
+        real_logits, fake_logits = self._logits(batch)
+        bad = int((~torch.isfinite(fake_logits)).sum())
+        if bad:
+            self.faults.append(f"discriminator score is NaN/Inf for {bad} of {fake_logits.numel()} completions")
+        self.calls += 1
+        return real_logits, fake_logits
+
+    def score_metrics(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, float]:
+        """discriminator/accuracy (balanced), real_score and fake_score (mean sigmoid)."""
+        return {"discriminator/accuracy": _balanced_accuracy(real_logits, fake_logits),
+                "discriminator/real_score": float(torch.sigmoid(real_logits).mean()),
+                "discriminator/fake_score": float(torch.sigmoid(fake_logits).mean())}
+
+    def train_step(self, prompts: Sequence[Any], completions: Sequence[Any], response: Sequence[Any],
+                   steps: Optional[int] = None) -> dict[str, float]:
+        """Discriminator-only update (warm-up): encode, update, finish; returns the metrics.
+
+        steps defaults to settings.steps_per_generator_step (at least 1).
+        """
+        steps = max(1, self.settings.steps_per_generator_step) if steps is None else steps
+        t0 = time.perf_counter()
+        batch = self.encode(prompts, completions, response)
+        metrics = {"timing/encode": self._elapsed(t0)}
+        t0 = time.perf_counter()
+        metrics.update(self.update(batch, steps))
+        metrics["timing/discriminator"] = self._elapsed(t0)
+        metrics.update(self.score_metrics(*self._logits(batch)))
+        self.finish(batch, metrics, None)
+        return dict(self.metrics)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "replay": self.replay.state_dict(), "generator": self.generator.get_state(),
+                "updates": self.updates, "calls": self.calls, "watcher": self.watcher.state_dict(),
+                "replay_features": [dict(f) if f else None for f in self.replay.features]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state_dict(state["replay"])
+        self.generator.set_state(state["generator"])
+        self.updates, self.calls = int(state["updates"]), int(state["calls"])
+        self.watcher.load_state_dict(state["watcher"])
+        features = state.get("replay_features")
+        if self.cache_features and features is not None and len(features) == len(self.replay.items):
+            self.replay.features = [dict(f) if f else None for f in features]
+
+    WEIGHTS_FILE = "discriminator.safetensors"
+    STATE_FILE = "discriminator_state.json"
+    OPTIMIZER_FILE = "discriminator_optimizer.safetensors"
+    REPLAY_FEATURES_FILE = "replay_features.safetensors"  # optional: written when features are cached
+    LEGACY_OPTIMIZER_FILE = "discriminator_optimizer.pt"  # read (weights_only) if a checkpoint predates the safetensors file
+
+    def save(self, directory: str | Path) -> None:
+        """Write D's weights, optimizer tensors and RNG states (safetensors) and the rest (JSON) to `directory`.
+
+        Only safetensors and JSON: nothing in a checkpoint is unpickled when it is read back.
+        """
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        save_file({k: v.detach().contiguous().cpu() for k, v in state["model"].items()},
+                  str(directory / self.WEIGHTS_FILE), metadata={"format": "pt"})
+        replay = state["replay"]
+        tensors, optimizer_meta = _flatten_optimizer_state(state["optimizer"])
+        tensors["rng.generator"] = state["generator"]
+        tensors["rng.replay_generator"] = replay.pop("generator")
+        save_file(tensors, str(directory / self.OPTIMIZER_FILE), metadata={"format": "pt"})
+        # The frozen encoder's cached replay features, so a resumed run replays bit-identical features.
+        # (cloned: items of one prompt group share their real's tensor, and safetensors refuses shared memory)
+        cached = {f"{i}.{kind}": t.detach().cpu().clone() for i, f in enumerate(self.replay.features) if f
+                  for kind, t in f.items()}
+        if cached:
+            save_file(cached, str(directory / self.REPLAY_FEATURES_FILE), metadata={"format": "pt"})
+        meta = {"format": 2, "input_size": self.encoder.hidden_size, "updates": state["updates"],
+                "calls": state["calls"], "watcher": state["watcher"], "replay": replay, "optimizer": optimizer_meta,
+                "discriminator": dataclasses.asdict(self.settings) if dataclasses.is_dataclass(self.settings) else None,
+                "reward": dataclasses.asdict(self.reward_settings) if dataclasses.is_dataclass(self.reward_settings) else None}
+        (directory / self.STATE_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+
+    def load(self, directory: str | Path) -> None:
+        """Restore what `save` wrote (the discriminator architecture must match the current settings)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        optimizer_file = self.OPTIMIZER_FILE
+        if not (directory / optimizer_file).is_file() and (directory / self.LEGACY_OPTIMIZER_FILE).is_file():
+            optimizer_file = self.LEGACY_OPTIMIZER_FILE
+        missing = [f for f in (self.WEIGHTS_FILE, self.STATE_FILE, optimizer_file) if not (directory / f).is_file()]
+        if missing:
+            raise LlmganError(f"discriminator checkpoint in {directory} is incomplete: missing {', '.join(missing)}")
+        meta = json.loads((directory / self.STATE_FILE).read_text())
+        if optimizer_file == self.LEGACY_OPTIMIZER_FILE:
+            other = torch.load(directory / optimizer_file, map_location="cpu", weights_only=True)
+        else:
+            tensors = load_file(str(directory / optimizer_file), device="cpu")
+            other = {"optimizer": _unflatten_optimizer_state(tensors, meta["optimizer"]),
+                     "generator": tensors["rng.generator"], "replay_generator": tensors["rng.replay_generator"]}
+        weights = load_file(str(directory / self.WEIGHTS_FILE), device=str(self.device))
+        replay = dict(meta["replay"], generator=other["replay_generator"])
+        try:
+            self.load_state_dict({"model": weights, "optimizer": other["optimizer"], "replay": replay,
+                                  "generator": other["generator"], "updates": meta["updates"],
+                                  "calls": meta["calls"], "watcher": meta["watcher"]})
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise LlmganError(f"discriminator checkpoint in {directory} does not fit the current discriminator "
+                              f"settings (layers/width/heads/pooling/lstm/encoder): {str(exc).splitlines()[0]}") from None
+        features_file = directory / self.REPLAY_FEATURES_FILE
+        if self.cache_features and features_file.is_file():
+            cached = load_file(str(features_file), device=str(self.device))
+            for key, tensor in cached.items():
+                index, kind = key.split(".", 1)
+                i = int(index)
+                if 0 <= i < len(self.replay.features) and tensor.ndim == 2 and tensor.shape[1] == self.encoder.hidden_size:
+                    self.replay.features[i] = {**(self.replay.features[i] or {}), kind: tensor}
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _elapsed(self, t0: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
+    def _encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]]) -> _Batch:
+        if response is None:
+            raise LlmganError(f"the discriminator reward needs the real responses: the training dataset must have a "
+                              f"'{self.real_column}' column")
+        if not len(prompts) == len(completions) == len(response):
+            raise ValueError(f"prompts ({len(prompts)}), completions ({len(completions)}) and {self.real_column} "
+                             f"({len(response)}) must have one entry per completion")
+        fakes = [as_text(c) for c in completions]
+        # TRL repeats each dataset row once per generation: keep every (prompt, real) pair once.
+        index: dict[tuple[str, str], int] = {}
+        real_prompts, reals, pair = [], [], []
+        for p, r in zip(prompts, response):
+            text = as_text(r)
+            key = (_prompt_key(p), text)
+            if key not in index:
+                index[key] = len(reals)
+                real_prompts.append(p)
+                reals.append(text)
+            pair.append(index[key])
+        cond = self.encoder.condition_on_prompt
+        fake_h, fake_m = (t.to(self.device) for t in self.encoder.encode(list(prompts) if cond else None, fakes))
+        real_h, real_m = (t.to(self.device) for t in self.encoder.encode(real_prompts if cond else None, reals))
+        return _Batch(list(prompts), fakes, reals, torch.tensor(pair, dtype=torch.long, device=self.device),
+                      fake_h, fake_m, real_h, real_m)
+
+    def _replay_features(self, used: list[int], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [len(used), T, H] and mask of the replay items `used`, `kind` 'fake' or 'real': served
+        from the buffer's cached features where present, the rest encoded now (and cached, if frozen)."""
+        rows: dict[int, torch.Tensor] = {}
+        missing = []
+        for i in used:
+            cached = self.replay.features[i]
+            if cached is not None and kind in cached:
+                rows[i] = cached[kind]
+            else:
+                missing.append(i)
+        if missing:
+            items = [self.replay.items[i] for i in missing]
+            prompts = [it["prompt"] for it in items] if self.encoder.condition_on_prompt else None
+            h, m = (t.to(self.device) for t in self.encoder.encode(prompts, [it[kind] for it in items]))
+            for j, i in enumerate(missing):
+                rows[i] = h[j, :int(m[j].sum())].clone()
+                if self.cache_features:
+                    self.replay.features[i] = {**(self.replay.features[i] or {}), kind: rows[i]}
+        self.cache_hits += len(used) - len(missing)
+        return stack_rows([rows[i] for i in used], self.encoder.hidden_size, self.device)
+
+    @contextlib.contextmanager
+    def _own_rng(self):
+        """Run dropout on a fork of the global RNG seeded from self.generator (restored afterwards)."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        cuda = self.device.type == "cuda"
+        index = self.device.index if self.device.index is not None else (torch.cuda.current_device() if cuda else None)
+        with torch.random.fork_rng(devices=[index] if cuda else []):
+            torch.random.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(seed)
+            yield
+
+    def _world_size(self) -> int:
+        dist = torch.distributed
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    def _sync_gradients(self) -> None:
+        """Average D's gradients over ranks (every parameter, so all ranks issue the same collectives)."""
+        world = self._world_size()
+        if world == 1:
+            return
+        for p in self.model.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+            p.grad.div_(world)
+
+    @torch.no_grad()
+    def _logits(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """D in eval mode on the batch: (real logits [R], fake logits [M]), one forward."""
+        self.model.eval()
+        hidden, mask = _pad_cat([(batch.real_h, batch.real_m), (batch.fake_h, batch.fake_m)])
+        logits = self.model(hidden, mask).float()
+        return logits[:len(batch.reals)], logits[len(batch.reals):]
+
+    def finish(self, batch: _Batch, metrics: dict[str, float], log_metric: Optional[Callable]) -> None:
+        """Push this batch's fakes to the replay buffer, average metrics over ranks, publish them."""
+        pairs = batch.pair.tolist()
+        features = None
+        if self.cache_features:  # frozen encoder: keep each fake's response features (and its real's, for BT pairs)
+            n_fake = batch.fake_m.sum(1).tolist()
+            features = [{"fake": batch.fake_h[j, :int(n)].detach().clone()} for j, n in enumerate(n_fake)]
+            if self.d_loss.paired:
+                n_real = batch.real_m.sum(1).tolist()
+                reals = [batch.real_h[i, :int(n)].detach().clone() for i, n in enumerate(n_real)]  # once per real
+                for f, i in zip(features, pairs):
+                    f["real"] = reals[i]
+        self.replay.add(({"prompt": p, "fake": f, "real": batch.reals[int(i)]}
+                         for p, f, i in zip(batch.prompts, batch.fakes, pairs)), features)
+        world = self._world_size()
+        if world > 1:
+            keys = sorted(metrics)
+            values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.SUM)
+            metrics = dict(zip(keys, (values / world).tolist()))
+        self.metrics = metrics
+        if callable(log_metric):
+            for key, value in metrics.items():
+                log_metric(key, value)
+
+    def _is_main(self) -> bool:
+        if self.accelerator is not None:
+            return bool(self.accelerator.is_main_process)
+        dist = torch.distributed
+        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+    def watch(self, accuracy: float) -> None:
+        """Feed D's post-update accuracy to the saturation watcher: warn, or raise SaturationStop."""
+        if math.isnan(accuracy):
+            return
+        r = self.reward_settings
+        fired = self.watcher.update(accuracy)
+        if fired is None:
+            return
+        if fired == "high":
+            message = (f"discriminator accuracy stayed above {r.saturation_high} for {r.saturation_window} steps: "
+                       "the reward is saturated (try a smaller discriminator.lr, fewer steps_per_generator_step, "
+                       "label_smoothing, or loss=bradley_terry)")
+        else:
+            message = (f"discriminator accuracy stayed below {r.saturation_low} for {r.saturation_window} steps: "
+                       "the reward carries no signal (try a larger discriminator.lr, more warmup_steps, or "
+                       "another hidden_layer)")
+        message = f"generator step {self.calls}: {message}"  # a distinct text, so Python's warning filter shows each streak
+        if r.stop_on_saturation:
+            raise SaturationStop(message + "; stopping because reward.stop_on_saturation is set")
+        if self._is_main():
+            warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -1,0 +1,103 @@
+"""Supervised fine-tuning baseline: `llmgan sft --config configs/<name>.yaml [key=value ...]`.
+
+Trains the generator on the real responses (TRL `SFTTrainer`, loss on the response tokens only,
+LoRA by default) for `train.sft_steps` steps with `train.prompts_per_step * generation.num_generations`
+examples per step, so that it sees as many (prompt, response) pairs per step as adversarial training
+sees completions. It is the baseline every adversarial result is compared against, and an optional
+warm start: pass the SFT run's `final/generator` as `model.name` to `llmgan train` (a LoRA adapter
+folder is merged into its base model when loaded).
+
+The run folder holds config.yaml, metrics.jsonl (`sft/loss`, ..., `timing/step` and the Unix `time` of each
+row), plots/ and final/generator.
+One CPU: as shipped. One GPU: `model.dtype=bfloat16`. Many GPUs: `accelerate launch -m llmgan sft ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from llmgan.config import RunConfig, load_config
+from llmgan.training.dataset import check_train_data
+from llmgan.training.runs import prepare_run_dir, removed_if_nothing_kept
+
+
+def sft(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> Path:
+    """Supervised fine-tuning into train.output_dir; returns the run folder. The dataset and the output
+    folder are checked before any model loads; a run that fails before it kept anything leaves no folder."""
+    cfg.validate()
+    check_train_data(cfg)
+    run_dir = prepare_run_dir(cfg, resume=False, overwrite=overwrite)
+    with removed_if_nothing_kept(run_dir, fresh=True):
+        return _sft(cfg, run_dir, progress)
+
+
+def _sft(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
+    import torch
+    from transformers import TrainerCallback, set_seed
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from llmgan.io import append_jsonl, stderr_is_terminal
+    from llmgan.models import build_policy, quiet_libraries
+    from llmgan.plots import plot_metrics
+    from llmgan.training.dataset import load_train_dataset
+    from llmgan.training.runs import save_final
+
+    set_seed(cfg.train.seed)
+    quiet = not (progress and stderr_is_terminal())  # library bars and FutureWarnings only when asked for
+    with quiet_libraries(quiet):
+        tok, model = build_policy(cfg)
+        train_rows, _ = load_train_dataset(cfg, tok)
+        train_rows = train_rows.map(lambda r: {"completion": [{"role": "assistant", "content": r["response"]}]},
+                                    remove_columns=["response"])
+        on_gpu = torch.cuda.is_available()
+        args = SFTConfig(
+            output_dir=str(run_dir), per_device_train_batch_size=cfg.train.prompts_per_step * cfg.generation.num_generations,
+            max_steps=cfg.train.sft_steps, learning_rate=cfg.train.sft_lr or cfg.train.lr, lr_scheduler_type=cfg.train.lr_scheduler,
+            warmup_steps=int(round(cfg.train.warmup_ratio * cfg.train.sft_steps)), max_grad_norm=cfg.train.max_grad_norm, logging_steps=cfg.train.log_every,
+            save_strategy="no", seed=cfg.train.seed, data_seed=cfg.train.seed, report_to="none", disable_tqdm=not progress,
+            use_cpu=not on_gpu, bf16=cfg.model.dtype == "bfloat16", completion_only_loss=True,
+            max_length=cfg.data.max_prompt_tokens + cfg.generation.max_new_tokens * 2, dataloader_num_workers=0)
+        metrics_path = run_dir / "metrics.jsonl"
+
+        class Log(TrainerCallback):
+            """metrics.jsonl: sft/* from TRL, the Unix `time` of the row and `timing/step` (seconds per
+            step since the previous row)."""
+
+            last = (0, 0.0)
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.last = (state.global_step, time.perf_counter())
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                if logs and "train_runtime" not in logs and args.should_save:
+                    step, t0 = self.last
+                    now = time.perf_counter()
+                    self.last = (state.global_step, now)
+                    append_jsonl(metrics_path, {"step": state.global_step, "time": time.time(),
+                                                **{f"sft/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))},
+                                                "timing/step": (now - t0) / max(state.global_step - step, 1)})
+
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tok, callbacks=[Log()])
+        if not progress:  # transformers prints every log dict when its bar is off; metrics.jsonl has them
+            trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    plot_metrics(metrics_path, run_dir / "plots")
+    save_final(run_dir, trainer.model, tok, None, trainer=trainer)
+    return run_dir
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (see configs/); defaults when omitted")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.sft_steps=50 data.path=DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, list(args.overrides))
+    run_dir = sft(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"run folder: {run_dir}  (final/generator is the SFT model; use it as model.name to warm-start llmgan train)")
+    return 0
