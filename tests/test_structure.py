@@ -24,7 +24,10 @@ ALLOWED = {
     "evaluation": {"data"},
     "adversarial": {"models"},
     "models": set(),
-    "data": set(),
+    # prepare's --max-response-tokens/--tokenizer count tokens with a model's tokenizer (a lazy import)
+    "data": {"models"},
+    # config checks registry names (discriminator.architecture, loss, reward.kind) where they are declared
+    "config": {"adversarial"},
     "generator": {"models", "data"},
     "plots": set(),
     "serving": {"models", "data"},

@@ -9,38 +9,37 @@ Ctrl-C exits 130 and SIGTERM 143, each with one line saying what was kept.
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 
+from llmgan import __version__, data, generator, plots
 from llmgan.errors import EXIT_USER_ERROR, LlmganError
+from llmgan.evaluation import command as evaluate_command
+from llmgan.serving import export, serve
+from llmgan.training import selection, sft, train
 
-# command name -> (module, one-line summary); modules are imported lazily so `--help` is fast.
+# command name -> (module, one-line summary). Imported statically so that tools (and readers) see what
+# calls what; each command module keeps its heavy imports (torch, transformers) inside its functions, so
+# `llmgan --help` stays fast.
 COMMANDS = {
-    "prepare": ("llmgan.data", "build instruction datasets (grouped splits) from parquet/CSV/JSONL"),
-    "generate": ("llmgan.generator", "generate responses for a prepared split with a model"),
-    "train": ("llmgan.training.train", "adversarial training against a discriminator (policy gradient + KL)"),
-    "sft": ("llmgan.training.sft", "supervised fine-tuning baseline on the real responses"),
-    "select": ("llmgan.training.selection", "choose a run's model (start or checkpoint) on a held-out split"),
-    "evaluate": ("llmgan.evaluation.command", "measure how detectable generated responses are (offline)"),
-    "plot": ("llmgan.plots", "overlay the training curves of several runs on one figure"),
+    "prepare": (data, "build instruction datasets (grouped splits) from parquet/CSV/JSONL"),
+    "generate": (generator, "generate responses for a prepared split with a model"),
+    "train": (train, "adversarial training against a discriminator (policy gradient + KL)"),
+    "sft": (sft, "supervised fine-tuning baseline on the real responses"),
+    "select": (selection, "choose a run's model (start or checkpoint) on a held-out split"),
+    "evaluate": (evaluate_command, "measure how detectable generated responses are (offline)"),
+    "plot": (plots, "overlay the training curves of several runs on one figure"),
+    "export": (export, "write a run's model as a self-contained Hugging Face folder with a model card"),
+    "serve": (serve, "serve a model behind an OpenAI-compatible API (transformers serve, or vLLM on CUDA)"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmgan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from llmgan import __version__
-
     parser.add_argument("--version", action="version", version=f"llmgan {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, summary) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a command whose module is not built yet
-            if exc.name != module_name:
-                raise
-            continue
+    for name, (module, summary) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
