@@ -100,12 +100,17 @@ def swap_inner_words(text: str, gap: int = 1) -> str:
 
     Every word and every within-word character n-gram stays; no capital, punctuation mark or emoji moves,
     so the only change is the order of two ordinary words inside the text. Unchanged when there is no
-    such pair."""
-    words = text.split()
+    such pair. The whitespace between words (double spaces, newlines) stays as it was."""
+    import re
+
+    parts = re.split(r"(\s+)", text)  # words at even indices, the separators between them at odd ones
+    at = [k for k in range(0, len(parts), 2) if parts[k]]  # (empty at the ends when text has outer spaces)
+    words = [parts[k] for k in at]
     for i in range(1, len(words) - 1 - gap):
         if _plain(words[i]) and _plain(words[i + gap]) and words[i] != words[i + gap]:
-            words[i], words[i + gap] = words[i + gap], words[i]
-            return " ".join(words)
+            a, b = at[i], at[i + gap]
+            parts[a], parts[b] = parts[b], parts[a]
+            return "".join(parts)
     return text
 
 
