@@ -123,6 +123,18 @@ def test_linear_detectors_on_alterations(name, alteration):
     assert _check(value, EXPECTED[alteration][name]), (name, alteration, value)
 
 
+@pytest.mark.parametrize("alteration", ["hashtag", "emoji"])
+def test_finetuned_entry_runs_through_the_registry_with_tiny_settings(alteration, tiny_model_dir):
+    """The registry entry passes texts, labels, groups and the judge's folds to llmgan.evaluation.finetuned,
+    with the test settings of tests/test_finetuned_detector.py (a tiny random Llama: mechanics, not strength)."""
+    from llmgan.evaluation.finetuned import FinetunedSettings
+
+    tiny = FinetunedSettings(model_path=str(tiny_model_dir), layers=2, freeze_layers=0, max_length=32, epochs=3,
+                             learning_rate=3e-3, batch_size=16, pooling="last", threads=1)
+    real, generated = ALTERATIONS[alteration](_replies()[:60])
+    assert _auroc("finetuned", real, generated, settings=tiny) > 0.9
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("alteration", ["same"] + sorted(ALTERATIONS))
 def test_finetuned_detector_on_alterations(alteration, default_model_dir):

@@ -234,7 +234,7 @@ def test_unreadable_parquet_and_output_is_a_file(tmp_path, capsys):
     target = tmp_path / "out.txt"
     target.write_text("x")
     assert main(["evaluate", str(bad), "-o", str(target)]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    assert "is a file; give a folder" in capsys.readouterr().err
 
 
 def test_missing_file_and_no_file(tmp_path, capsys):
@@ -283,9 +283,9 @@ def test_cli_compare(tmp_path, halves, capsys):
     assert "base" in stdout and "gan" in stdout and "human floor" in stdout
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| metric"))
-    assert header == "| metric | human floor | base | gan | best |"
     n = len(prompts)
-    assert f"| Pairs evaluated | {n} | {n} | {n} |  |" in md
+    assert header == f"| metric | human floor ({n // 2} vs {n // 2} real) | base | gan | best |"
+    assert f"| Pairs evaluated (floor: real per half) | {n // 2} | {n} | {n} |  |" in md
     data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert data["systems"]["base"]["detector_auroc_max"] > data["systems"]["gan"]["detector_auroc_max"]
     diffs = {d["detector"]: d for d in data["detector_auroc_difference_vs_first"]}
@@ -297,4 +297,112 @@ def test_cli_compare(tmp_path, halves, capsys):
         assert d["low"] <= d["difference"] <= d["high"] < 0  # the #tag is detectable: a real, not noise, gain
     assert "Detector AUROC minus base's" in md and "gan, strongest detector: -" in md
     assert "Detector AUROC minus base's" in stdout
-    assert (tmp_path / "cmp" / "comparison.html").is_file()
+    page = (tmp_path / "cmp" / "comparison.html").read_text()
+    # issue 16: the per-system intervals and plots of the single report
+    assert page.count("data:image/png;base64,") == 8 and page.count("95% interval") >= 6
+    assert "## gan: detectors on all rows" in md
+
+
+# -------------------------------------------------------------- issue 16: what a new user hit
+
+
+def _pairs_file(path, n=24, generated=None):
+    rows = [{"prompt": f"post {i}", "real": f"reply number {i}",
+             "generated": generated(i) if generated else f"gen {i}"} for i in range(n)]
+    return _write_jsonl(path, rows)
+
+
+@pytest.mark.parametrize("value, kind", [(lambda i: i, "int"), (lambda i: [f"x{i}"], "list")])
+def test_non_text_generated_column_is_refused_like_prepare(tmp_path, capsys, value, kind):
+    f = _pairs_file(tmp_path / "ints.jsonl", generated=value)
+    assert main(["evaluate", str(f), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"column 'generated' must hold text, but row 1 holds {kind}" in err, err
+    assert not (tmp_path / "ints.eval").exists()
+
+
+def test_a_folder_as_input_is_called_a_folder(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "no such file" not in err
+
+
+def test_warnings_for_copies_of_real_texts_and_few_distinct_texts(demo):
+    from llmgan.evaluation.judge import input_warnings
+
+    real = demo[1][:60]
+    assert input_warnings(real, demo[1][60:120]) == []
+    shuffled = real[1:] + real[:1]  # the real replies, each under another prompt
+    (copy,) = input_warnings(real, shuffled)
+    assert "60 of 60 generated responses (100%) are copies of real responses" in copy and "(0 of their own" in copy
+    (few,) = input_warnings(real, ["same text"] * 60)
+    assert "generated responses have only 1 distinct texts in 60 rows" in few
+    assert len(input_warnings(real, real[:2] + demo[1][62:120])) == 0  # 2 of 60 copies: under the threshold
+
+
+def test_output_folder_is_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    from llmgan.evaluation import judge
+
+    def no_work(*a, **k):
+        raise AssertionError("the evaluation started before the output path was checked")
+
+    monkeypatch.setattr(judge, "embed", no_work)
+    f = _pairs_file(tmp_path / "p.jsonl")
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile" / "ev", tmp_path / "afile"):
+        assert main(["evaluate", str(f), "-o", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: output ") and err.count("\n") == 1, err
+    assert main(["evaluate", "--compare", str(f), str(f), "-o", str(tmp_path / "afile" / "c"), "--quiet"]) == 2
+    assert "afile is a file" in capsys.readouterr().err
+
+
+def _fake(name, n, metrics, pairs=None):
+    import pandas as pd
+
+    m = {"n_pairs": n, "human_floor_half_size": n // 2, **metrics}
+    scores = {"minilm_lr": (np.zeros(n), np.zeros(n))}
+    return ev.EvalResult(metrics=m, samples=pd.DataFrame({"real": [f"r{i}" for i in range(n)]}), name=name,
+                         pair_scores={"pairs": pairs or tuple((f"p{i}", f"r{i}") for i in range(n)),
+                                      "detectors": scores})
+
+
+def test_compare_puts_systems_and_floor_at_the_same_size():
+    """issue 16: 300 rows against a 150-vs-150 floor made Frechet 0.330 look better than the floor's 0.572."""
+    from llmgan.evaluation.compare import comparison_table
+
+    metrics = {"frechet_distance": 0.330, "human_frechet_distance": 0.572, "mauve": 0.983, "human_mauve": 0.972,
+               "mean_words": 12.0, "human_mean_words": 11.0,
+               "same_size_as_floor": {"frechet_distance": 0.571, "mauve": 0.952}}
+    table = comparison_table([_fake("a", 300, metrics), _fake("b", 300, metrics)])
+    floor = "human floor (150 vs 150 real)"
+    assert list(table.columns) == ["metric", "key", floor, "a", "b", "best"]
+    row = table.set_index("key")
+    assert row.loc["frechet_distance", "a"] == 0.571 and row.loc["frechet_distance", floor] == 0.572
+    assert row.loc["mauve", "b"] == 0.952
+    assert row.loc["mean_words", "a"] == 12.0  # set-level: all rows, as the floor
+    assert row.loc["n_pairs", floor] == 150 and row.loc["n_pairs", "a"] == 300
+
+
+def test_compare_says_why_a_paired_difference_is_missing():
+    from llmgan.evaluation.compare import detector_differences, differences_lines
+
+    base = _fake("base", 30, {})
+    other_prompts = _fake("other", 30, {}, pairs=tuple((f"q{i}", f"r{i}") for i in range(30)))
+    shorter = _fake("short", 20, {})
+    diffs = detector_differences([base, other_prompts, shorter])
+    assert [d["difference"] for d in diffs] == [None, None]
+    lines = differences_lines(diffs)
+    assert "other: no paired difference: other and base differ in prompts or real responses (0 of 30" in lines[0]
+    assert "short: no paired difference: short has 20 pairs and base 30" in lines[1]
+
+
+def test_word_count_histogram_bins_are_integer_aligned():
+    from llmgan.evaluation.report import word_bins
+
+    edges = word_bins(np.array([0, 3, 7]), np.array([5]))
+    assert edges.tolist() == [x - 0.5 for x in range(0, 9)]  # one bin per word count 0..7
+    wide = word_bins(np.array([0, 200]))
+    widths = np.diff(wide)
+    assert len(wide) <= 41 and (widths == widths[0]).all() and widths[0] == int(widths[0])
+    assert wide[0] == -0.5 and wide[-1] >= 200.5

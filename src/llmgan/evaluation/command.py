@@ -58,6 +58,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -70,6 +71,7 @@ from llmgan.evaluation.judge import EvalResult, evaluate_file
 from llmgan.evaluation.metrics import format_value
 from llmgan.evaluation.reading import read_pairs
 from llmgan.evaluation.report import write_comparison, write_outputs
+from llmgan.io import check_output_path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -121,6 +123,11 @@ def _single_table(result: EvalResult):
     return pd.DataFrame(rows)
 
 
+def _warn(result: EvalResult) -> None:
+    for w in result.metrics.get("warnings", []):
+        print(f"warning: {result.name}: {w}", file=sys.stderr)
+
+
 def headline(m: dict) -> str:
     """One line: the strongest detector's AUROC with its interval, and each detector's."""
     ci = m["detector_auroc_max_ci"]
@@ -139,8 +146,11 @@ def run(args: argparse.Namespace) -> int:
         raise LlmganError("--batch-size must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise LlmganError("--threads must be at least 1")
-    if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
-        raise LlmganError(f"output {args.output} exists and is not a folder")
+    if args.compare:
+        out = Path(args.output) if args.output else Path(files[0]).parent / "comparison.eval"
+    else:
+        out = Path(args.output) if args.output else Path(files[0]).parent / f"{Path(files[0]).stem}.eval"
+    check_output_path(out, kind="dir", what="output")  # before any work: an unwritable folder is one line
     detectors = det.resolve(args.detectors)
     for f in files:  # fail on bad input before loading anything heavy
         read_pairs(f, prompt_column=args.prompt_column, real_column=args.real_column,
@@ -150,8 +160,9 @@ def run(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size, progress=not args.quiet, threads=args.threads,
                   detectors=[d.name for d in detectors])
     if args.compare:
-        out = Path(args.output) if args.output else Path(files[0]).parent / "comparison.eval"
         results = [evaluate_file(f, name=name, **kwargs) for f, name in zip(files, system_names(files))]
+        for r in results:
+            _warn(r)
         diffs = detector_differences(results, seed=args.seed)
         paths = write_comparison(results, out, seed=args.seed, differences=diffs)
         if not args.quiet:
@@ -162,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
                 print("\n".join(f"  {line}" for line in lines))
     else:
         src = Path(files[0])
-        out = Path(args.output) if args.output else src.parent / f"{src.stem}.eval"
         result = evaluate_file(src, **kwargs)
+        _warn(result)
         paths = write_outputs(result, out, worst=args.worst)
         if not args.quiet:
             half = result.metrics["human_floor_half_size"]

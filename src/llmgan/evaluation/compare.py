@@ -33,20 +33,34 @@ def table_entries(result: EvalResult, *, compare_only: bool = True) -> list[tupl
     return rows + [(k, x.label, x.best) for k, x in reg.REGISTRY.items() if x.compare or not compare_only]
 
 
+def floor_label(result: EvalResult, name: str = "") -> str:
+    """The floor column's name with its real size: two halves of the real responses."""
+    h = result.metrics.get("human_floor_half_size")
+    return f"human floor ({name + ', ' if name else ''}{h} vs {h} real)"
+
+
 def comparison_table(results: Sequence[EvalResult]):
     """Rows: metrics; columns: metric, key, the human floor (one column when all systems were judged on
-    the same real responses, else one per system), each system, best."""
+    the same real responses, else one per system; labelled with its size), each system, best.
+
+    Every system is compared with the floor at the floor's size: the comparative metrics (detectors, MAUVE,
+    Frechet, Wasserstein, JSD, length ratio: values that depend on sample size) are the system's
+    `same_size_as_floor` values (its generated responses to half B's prompts against real half A, n/2 vs n/2,
+    like the floor's B vs A); set-level metrics use all rows, as the floor does. The all-rows values are in
+    each system's metrics (comparison.json, its own report)."""
     import pandas as pd
 
     same_real = len({tuple(sorted(r.samples["real"])) for r in results}) == 1
-    human_cols = (["human floor"] if same_real else [f"human floor ({r.name})" for r in results])
+    human_cols = [floor_label(results[0])] if same_real else [floor_label(r, r.name) for r in results]
     human_src = results[:1] if same_real else results
     rows = []
-    for key, label, best in [*table_entries(results[0]), ("n_pairs", "Pairs evaluated", "")]:
-        hk = "n_pairs" if key == "n_pairs" else f"human_{key}"
+    for key, label, best in [*table_entries(results[0]), ("n_pairs", "Pairs evaluated (floor: real per half)", "")]:
         row = {"metric": label, "key": key}
-        row.update({c: r.metrics.get(hk) for c, r in zip(human_cols, human_src)})
-        row.update({r.name: r.metrics.get(key) for r in results})
+        for c, r in zip(human_cols, human_src):
+            row[c] = r.metrics.get("human_floor_half_size" if key == "n_pairs" else f"human_{key}")
+        for r in results:
+            same = r.metrics.get("same_size_as_floor") or {}
+            row[r.name] = same[key] if key in same else r.metrics.get(key)
         row["best"] = best
         rows.append(row)
     return pd.DataFrame(rows)

@@ -48,6 +48,31 @@ def check_pairs(prompts, real, generated) -> None:
             raise LlmganError(f"{name}[{bad}] is {type(seq[bad]).__name__}, not a string")
 
 
+COPY_WARN_SHARE = 0.05  # warn when more than this share of generated responses are copies of real ones
+DISTINCT_WARN_SHARE = 0.5  # warn when a side has fewer distinct texts than this share of its rows
+
+
+def input_warnings(real: Sequence[str], generated: Sequence[str]) -> list[str]:
+    """What makes the numbers mean something else than realism: generated responses that are copies of real
+    ones (a detector cannot tell a copy; shuffled real replies give an AUROC far below 0.5), and a side with
+    very few distinct texts. One sentence each; empty when the input looks like generations."""
+    n = len(generated)
+    out = []
+    real_set = set(real)
+    copies = sum(g in real_set for g in generated)
+    if n and copies / n > COPY_WARN_SHARE:
+        same_row = sum(g == r for g, r in zip(generated, real))
+        out.append(f"{copies} of {n} generated responses ({copies / n:.0%}) are copies of real responses in the file "
+                   f"({same_row} of their own prompt's); the detectors cannot tell a copy, so the numbers say little "
+                   "about realism: check that the generated column holds generations")
+    for side, texts in (("generated", generated), ("real", real)):
+        distinct = len(set(texts))
+        if texts and distinct < DISTINCT_WARN_SHARE * len(texts):
+            out.append(f"the {side} responses have only {distinct} distinct texts in {len(texts)} rows; "
+                       "diversity and detector numbers on so few texts mean little")
+    return out
+
+
 def _sides(prompts, real, generated, *, batch_size, bar, threads):
     n = len(real)
     emb = embed(list(prompts) + list(real) + list(generated), batch_size=batch_size, progress=bar, threads=threads)
@@ -112,6 +137,7 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
             d = {x.name: d[x.name] for x in chosen}
             m = _metrics_dict(n, len(half_a), chosen, d, system, human, same, seed=seed)
             bar.advance(steps)
+    m["warnings"] = input_warnings(real, generated)
     m["settings"] = _settings(seed, folds, len(half_a), chosen)
     best = m["detector_auroc_max_detector"]
     samples = _samples_table(prompts, real, generated, gen, rl, best, d, ctx.samples)

@@ -77,8 +77,11 @@ def _read_pairs(p: Path, prompt_column: str, real_column: str, generated_column:
         if missing:
             raise LlmganError(f"{p}: {len(missing)} of {len(values)} rows have no '{col}' value (first: row "
                               f"{missing[0] + 1}); every row needs a prompt, a real and a generated response")
-        bad = next((i for i, v in enumerate(values) if isinstance(v, (list, dict, tuple))), None)
-        if bad is not None:
-            raise LlmganError(f"{p}: row {bad + 1} of column '{col}' is a {type(values[bad]).__name__}, not text")
-        out.append([v if isinstance(v, str) else str(v) for v in values])
+        bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+        if bad is not None:  # as `llmgan prepare`: numbers, lists, ... are not text, and "0", "1" is no reply
+            v = values[bad]
+            raise LlmganError(f"{p}: column '{col}' must hold text, but row {bad + 1} holds {type(v).__name__} "
+                              f"{str(v)[:40]!r}; convert the column to strings (or choose another with "
+                              f"{flags[col]})")
+        out.append(values)
     return out[0], out[1], out[2]

@@ -39,6 +39,16 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def word_bins(*counts, most: int = 40):
+    """Histogram edges for integer word counts: at half-integers, one word per bin, or a whole number of words
+    per bin when that would make more than `most` bins (so no bin holds more integers than its neighbours)."""
+    import numpy as np
+
+    top = int(max([float(np.max(c, initial=0)) for c in counts] + [0.0]))
+    width = max(1, -(-(top + 1) // most))
+    return np.arange(0, top + width + 1, width) - 0.5
+
+
 def make_plots(result: EvalResult) -> dict[str, bytes]:
     """PNG bytes of the ROC curve, the 2-D projection and the length and sentiment histograms."""
     import matplotlib
@@ -71,8 +81,7 @@ def make_plots(result: EvalResult) -> dict[str, bytes]:
 
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
     wr, wg = d["words_real"], d["words_generated"]
-    top = max(float(np.max(wr, initial=0)), float(np.max(wg, initial=0)), 1.0)
-    bins = np.linspace(0, top + 1, min(40, int(top) + 2))
+    bins = word_bins(wr, wg)
     ax.hist(wr, bins=bins, alpha=0.55, color=_REAL, label=f"real (mean {np.mean(wr):.1f})")
     ax.hist(wg, bins=bins, alpha=0.55, color=_GEN, label=f"{name} (mean {np.mean(wg):.1f})")
     ax.set(xlabel="words", ylabel="responses")
@@ -158,7 +167,9 @@ def _worst(result: EvalResult, worst: int, clip: bool) -> tuple[str, list[str], 
 
 def render_markdown(result: EvalResult, plot_paths: Mapping[str, str], *, worst: int = 20) -> str:
     m = result.metrics
-    parts = [f"# llmgan evaluate: {result.name}", "", _intro(result), "", "## Metrics", "",
+    parts = [f"# llmgan evaluate: {result.name}", "", _intro(result), ""]
+    parts += [f"**Warning:** {w}" + "\n" for w in m.get("warnings", [])]
+    parts += ["## Metrics", "",
              _md_table(_metric_header(result), [list(r) for r in metric_rows(result)], right={1, 2, 3}), ""]
     parts += ["## Plots", ""]
     for key, title in PLOT_TITLES.items():
@@ -199,19 +210,22 @@ def _html_table(header: list[str], rows: list[list[Any]], classes: list[str]) ->
     return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>"
 
 
+def _figures(pngs: Mapping[str, bytes]) -> str:
+    """The plots inline (base64 PNG), side by side."""
+    figs = [f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
+            f'{base64.b64encode(pngs[key]).decode("ascii")}"><figcaption>{html.escape(title)}</figcaption></figure>'
+            for key, title in PLOT_TITLES.items() if key in pngs]
+    return '<div class="plots">' + "".join(figs) + "</div>"
+
+
 def render_html(result: EvalResult, pngs: Mapping[str, bytes], *, worst: int = 20) -> str:
     m = result.metrics
     body = [f"<h1>llmgan evaluate: {html.escape(result.name)}</h1>",
-            f'<p class="note">{html.escape(_intro(result))}</p>', "<h2>Metrics</h2>",
+            f'<p class="note">{html.escape(_intro(result))}</p>',
+            *[f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in m.get("warnings", [])], "<h2>Metrics</h2>",
             _html_table(_metric_header(result), [list(r) for r in metric_rows(result)],
                         ["", "num", "num", "num", ""]),
-            "<h2>Plots</h2>", '<div class="plots">']
-    for key, title in PLOT_TITLES.items():
-        if key in pngs:
-            b64 = base64.b64encode(pngs[key]).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{b64}">'
-                        f"<figcaption>{html.escape(title)}</figcaption></figure>")
-    body.append("</div>")
+            "<h2>Plots</h2>", _figures(pngs)]
     heading, header, rows = _worst(result, worst, clip=False)
     title, note = heading.split("\n")
     body += [f"<h2>{html.escape(title)}</h2>", f'<p class="note">{html.escape(note)}</p>',
@@ -232,29 +246,46 @@ _DIFF_NOTE = ("Paired bootstrap over prompts of the detectors' out-of-fold score
               "together): test-set noise only; the spread between training seeds comes on top.")
 
 
-def render_compare_markdown(table, differences=()) -> str:
+_COMPARE_NOTE = ("Each system against the real responses to the same prompts, at the human floor's size: detector "
+                 "AUROCs, MAUVE, Frechet, Wasserstein, JSD and the length ratio (which depend on sample size) compare "
+                 "each system's generated responses to half B's prompts with real half A, as the floor compares real "
+                 "half B with real half A; set-level values (mean words, distinct-n, self-BLEU, offensive rate) use "
+                 "all rows. All-rows values, with their bootstrap intervals: comparison.json and each system's "
+                 "section below (HTML) or its own `llmgan evaluate` report.")
+
+
+def _intervals(result: EvalResult) -> list[str]:
+    """Each detector's AUROC on all rows with its bootstrap interval, one line each."""
+    m = result.metrics
+    return [f"{label}: {m[k]:.3f} ({m[k + '_ci']['level']:.0%} interval {m[k + '_ci']['low']:.3f}-"
+            f"{m[k + '_ci']['high']:.3f}, {m['n_pairs']} pairs)"
+            for k, label, _ in table_entries(result) if m.get(f"{k}_ci") and m.get(k) is not None]
+
+
+def render_compare_markdown(table, differences=(), results=()) -> str:
     cols, rows = _compare_rows(table)
     right = {i for i, c in enumerate(cols) if c not in ("metric", "best")}
-    parts = ["# llmgan evaluate --compare", "",
-             "Each system against the real responses to the same prompts; human floor: two disjoint "
-             "halves of the real responses (set-level values on all of them). Per-system numbers: "
-             "comparison.json.", "", _md_table(cols, rows, right), ""]
+    parts = ["# llmgan evaluate --compare", "", _COMPARE_NOTE, "", _md_table(cols, rows, right), ""]
     if differences:
         parts += [f"## Detector AUROC minus {differences[0]['baseline']}'s", "", _DIFF_NOTE, ""]
         parts += [f"- {line}" for line in differences_lines(differences)] + [""]
+    for r in results:
+        parts += [f"## {r.name}: detectors on all rows", ""] + [f"- {line}" for line in _intervals(r)] + [""]
     return "\n".join(parts)
 
 
-def render_compare_html(table, differences=()) -> str:
+def render_compare_html(table, differences=(), results=()) -> str:
     cols, rows = _compare_rows(table)
     classes = ["" if c in ("metric", "best") else "num" for c in cols]
-    body = ("<h1>llmgan evaluate --compare</h1><p class=\"note\">Each system against the real responses to the "
-            "same prompts; human floor: two disjoint halves of the real responses (set-level values on all of "
-            "them). Per-system numbers: comparison.json.</p>" + _html_table(cols, rows, classes))
+    body = ("<h1>llmgan evaluate --compare</h1>" f'<p class="note">{html.escape(_COMPARE_NOTE)}</p>'
+            + _html_table(cols, rows, classes))
     if differences:
         body += (f"<h2>Detector AUROC minus {html.escape(differences[0]['baseline'])}'s</h2>"
                  f"<p class=\"note\">{html.escape(_DIFF_NOTE)}</p><ul>"
                  + "".join(f"<li>{html.escape(line)}</li>" for line in differences_lines(differences)) + "</ul>")
+    for r in results:
+        body += (f"<h2>{html.escape(r.name)}</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in _intervals(r))
+                 + "</ul>" + _figures(make_plots(r)))
     return _page("llmgan evaluate --compare", body)
 
 
@@ -286,8 +317,8 @@ def write_comparison(results: Sequence[EvalResult], out_dir: str | Path, *, seed
             "systems": {r.name: r.metrics for r in results},
             "table": json.loads(table.to_json(orient="records")),
             "detector_auroc_difference_vs_first": diffs}),
-        "markdown": write_atomic(out / "comparison.md", render_compare_markdown(table, diffs)),
-        "html": write_atomic(out / "comparison.html", render_compare_html(table, diffs)),
+        "markdown": write_atomic(out / "comparison.md", render_compare_markdown(table, diffs, results)),
+        "html": write_atomic(out / "comparison.html", render_compare_html(table, diffs, results)),
     }
     for r in results:
         write_atomic(out / f"{r.name.replace('/', '_')}.samples.csv", r.samples.to_csv(index=False))
