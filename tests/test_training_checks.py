@@ -166,3 +166,20 @@ def test_select_checks_its_output_folders_before_any_model_loads(tmp_path, capsy
     (run / "selection").write_text("x")
     assert main(["select", str(run), "--quiet"]) == 2
     assert "selection output" in _error_line(capsys)
+
+
+def test_converting_the_default_model_leaves_the_seeded_rng_alone(tmp_path, monkeypatch):
+    """The first use of the embedded default converts it, which builds a model (random initial weights):
+    that must not move the global RNG, or a run's LoRA initialisation would depend on whether the cache
+    existed (seen in issue 12's bit-identical check: grad_norm differed at step 1)."""
+    import torch
+
+    from llmgan.models import ensure_default_model
+
+    monkeypatch.setenv("LLMGAN_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    folder = ensure_default_model(verbose=False)
+    assert (folder / "llmgan_source.json").is_file()
+    assert torch.equal(torch.rand(3), expected)

@@ -20,8 +20,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -73,30 +71,27 @@ def ensure_default_model(verbose: bool = True) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.name_or_path = DEFAULT_MODEL_NAME
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    from llmgan.io import atomic_dir
+
+    # Building the model draws random initial weights (overwritten by the GGUF's): on a fork of the RNG, so a
+    # run that converts the default model on its first use starts from the same seeded state as later runs.
+    with torch.random.fork_rng(devices=[]):
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        config = gguf_model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.name_or_path = DEFAULT_MODEL_NAME
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
     # tied embeddings may show up as a missing lm_head.weight; anything else is a real mismatch
     if [k for k in missing if k != "lm_head.weight"] or unexpected:
         raise LlmganError(f"converting {gguf.name} failed: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "llmgan_source.json").write_text(json.dumps(stamp))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
