@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from llmgan.config import RunConfig, load_config
+from llmgan.io import check_output_path
 from llmgan.training.dataset import check_train_data
 from llmgan.training.runs import prepare_run_dir, removed_if_nothing_kept
 
@@ -27,6 +28,7 @@ def sft(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> Path:
     """Supervised fine-tuning into train.output_dir; returns the run folder. The dataset and the output
     folder are checked before any model loads; a run that fails before it kept anything leaves no folder."""
     cfg.validate()
+    check_output_path(cfg.train.output_dir, kind="dir", what="train.output_dir")  # cheap checks first, then data
     check_train_data(cfg)
     run_dir = prepare_run_dir(cfg, resume=False, overwrite=overwrite)
     with removed_if_nothing_kept(run_dir, fresh=True):

@@ -56,6 +56,7 @@ from typing import Any, Optional
 
 from llmgan.config import RunConfig, load_config
 from llmgan.errors import LlmganError
+from llmgan.io import check_output_path
 from llmgan.training.dataset import check_train_data
 from llmgan.training.runs import SFT_DIR, prepare_on_main, removed_if_nothing_kept
 
@@ -72,6 +73,7 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False, progres
     row, a checkpoint, a finished SFT stage) removes its folder, so a retry is not blocked.
     """
     cfg.validate()
+    check_output_path(cfg.train.output_dir, kind="dir", what="train.output_dir")  # cheap checks first, then data
     check_train_data(cfg)
     if cfg.train.objective == "embedding":
         from llmgan.training.embedding_objective import train_embedding
