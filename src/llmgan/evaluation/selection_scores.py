@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 from llmgan.evaluation import detectors as det
 from llmgan.evaluation import metrics as reg
 from llmgan.evaluation.embed import embed
+from llmgan.evaluation.folds import prompt_groups
 
 
 def score_for_selection(prompts: Optional[Sequence[str]], real: Sequence[str], generated: Sequence[str], *,
@@ -31,7 +32,7 @@ def score_for_selection(prompts: Optional[Sequence[str]], real: Sequence[str], g
     e_prompt = emb[2 * n:] if prompts else np.zeros_like(emb[:n])
     p = list(prompts) if prompts else [""] * n
     gen, rl = reg.Side(list(generated), p, emb[n:2 * n], e_prompt), reg.Side(list(real), p, emb[:n], e_prompt)
-    groups = np.arange(n)
+    groups = prompt_groups(prompts, n)
     out: dict[str, Any] = {}
     chosen = det.resolve(detectors)
     pairs = {}
