@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
 import json
 import string
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Optional
 
 from llmgan.errors import LlmganError
-from llmgan.io import atomic_dir, check_output_path
+from llmgan.io import atomic_dir, check_output_path, sha256_file
 
 CARD_NAME = "llmgan_card.json"
 SPLITS = ("train", "validation", "test")
@@ -219,14 +218,6 @@ def grouped_split(groups: list[str], fractions: dict[str, float], seed: int) -> 
     return {n: sorted(v) for n, v in out.items()}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole job
 
@@ -333,7 +324,7 @@ def prepare(opts: PrepareOptions, console=None) -> dict:
         responses += r
         records += recs
         fixed_split += [split] * len(p)
-        hashes[str(path)] = {"sha256": _sha256(Path(path)), "rows": len(p), "split": split or "grouped"}
+        hashes[str(path)] = {"sha256": sha256_file(Path(path)), "rows": len(p), "split": split or "grouped"}
 
     count_tokens = None
     if opts.max_response_tokens is not None:

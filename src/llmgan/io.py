@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -159,45 +160,22 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` (user's umask), on any error
-    it is removed. Write errors become one LlmganError line naming `path`."""
+def _atomic(path: str | Path, directory: bool, replace: bool = True) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise LlmganError(f"could not write {path}: {write_error(exc, _nearest_existing(path.parent))}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        _apply_umask(tmp, directory=False)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if is_write_error(exc) and not isinstance(exc, LlmganError):
-            raise LlmganError(f"could not write {path}: {write_error(exc, path.parent)}") from None
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it takes the place of `path` (an existing
-    folder there is removed first when `replace`), on any error it is removed. Write errors become one
-    LlmganError line naming `path`."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
     except OSError as exc:
         raise LlmganError(f"could not write {path}: {write_error(exc, _nearest_existing(path.parent))}") from None
     try:
         yield tmp
-        _apply_umask(tmp, directory=True)
-        if path.exists() and replace:
+        _apply_umask(tmp, directory=directory)
+        if directory and replace and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException as exc:
@@ -205,8 +183,32 @@ def atomic_dir(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
             raise LlmganError(f"could not write {path}: {write_error(exc, path.parent)}") from None
         raise
     finally:
-        if tmp.exists():
+        if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def atomic_file(path: str | Path):
+    """Context manager: yield a temporary path beside `path`; on success it replaces `path` (user's
+    umask), on any error it is removed. Write errors become one LlmganError line naming `path`."""
+    return _atomic(path, directory=False)
+
+
+def atomic_dir(path: str | Path, *, replace: bool = True):
+    """Context manager: yield a temporary folder beside `path`; on success it takes the place of `path`
+    (an existing folder there is removed first when `replace`), on any error it is removed. Write errors
+    become one LlmganError line naming `path`."""
+    return _atomic(path, directory=True, replace=replace)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (a data card's source hash)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_rows(rows: Iterable[dict], path: str | Path) -> Path:
