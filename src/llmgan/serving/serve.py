@@ -10,9 +10,9 @@ GET /health) with any OpenAI client, under the model name printed on start (--na
 llmgan does not implement a server. It resolves the model and its defaults, then starts an engine:
   transformers  `transformers serve` (FastAPI/uvicorn), in this process, on the CPU (or a GPU without
                 vLLM). Requests are generated one after another; --continuous-batching batches them with
-                paged attention instead, which on this 2-core CPU was much slower (BENCHMARKS.md) and, in
-                transformers 5.24, samples every request with the first request's settings, so llmgan then
-                refuses requests that ask for other sampling than the served defaults
+                paged attention instead (on this loaded 2-core CPU: no clear gain at concurrency 4, more
+                throughput at 16; BENCHMARKS.md) but, in transformers 5.24, samples every request with the
+                first request's settings, so llmgan then refuses requests that ask for other sampling
   vllm          vLLM's OpenAI server (`python -m vllm.entrypoints.openai.api_server`), chosen by
                 --engine auto when CUDA and the vllm package are present. Not tested here: no GPU.
 The defaults travel the engines' own way, so they hold with either engine and with no llmgan at all:
@@ -436,8 +436,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=["auto", "transformers", "vllm"], default="auto",
                    help="auto: vLLM when CUDA and vllm are present (untested here), else transformers serve")
     p.add_argument("--continuous-batching", action=argparse.BooleanOptionalAction, default=False,
-                   help="transformers: batch concurrent requests with paged attention (default off: slower on a CPU, "
-                        "BENCHMARKS.md; with it, every request samples at the served defaults)")
+                   help="transformers: batch concurrent requests with paged attention (default off; with it, every "
+                        "request samples at the served defaults; BENCHMARKS.md)")
     p.add_argument("--device", default="auto", help="transformers: device (auto, cpu, cuda:0)")
     p.add_argument("--system-prompt", default=None, help="default system message (default: the training data's)")
     p.add_argument("--temperature", type=float, default=None, help="default temperature (default: as selected, 1.0)")
