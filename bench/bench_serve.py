@@ -38,7 +38,7 @@ def free_port() -> int:
 
 def start(model: str | None, cb: bool, log: Path, timeout: float = 600) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "llmgan.serving.serve", *([model] if model else []), "--port", str(port),
+    cmd = [sys.executable, "-m", "llmgan", "serve", *([model] if model else []), "--port", str(port),
            "--name", "agent", "--continuous-batching" if cb else "--no-continuous-batching"]
     proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=REPO,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})

@@ -190,7 +190,7 @@ def test_export_refuses_bad_input_before_work(tmp_path, fake_run, monkeypatch):
 
 
 def test_export_cli_error_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "llmgan.serving.export", str(tmp_path / "missing"), "-o",
+    proc = subprocess.run([sys.executable, "-m", "llmgan", "export", str(tmp_path / "missing"), "-o",
                            str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")

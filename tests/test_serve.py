@@ -35,14 +35,14 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m llmgan.serving.serve MODEL` as a subprocess; waits for /health."""
+    """`python -m llmgan serve MODEL` as a subprocess; waits for /health."""
 
     def __init__(self, model: str, *extra: str, cache: Path, timeout: float = 180):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = cache / f"serve-{self.port}.log"
         env = {**os.environ, "LLMGAN_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "llmgan.serving.serve", model, "--port", str(self.port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmgan", "serve", model, "--port", str(self.port),
                                       "--name", NAME, *extra], stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
                                      env=env, cwd=REPO)
         deadline = time.time() + timeout
@@ -217,12 +217,12 @@ def test_serve_refuses_bad_setup_before_loading(tmp_path):
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     try:
-        proc = subprocess.run([sys.executable, "-m", "llmgan.serving.serve", str(tmp_path / "nothing"), "--port",
+        proc = subprocess.run([sys.executable, "-m", "llmgan", "serve", str(tmp_path / "nothing"), "--port",
                                str(busy.getsockname()[1])], capture_output=True, text=True, timeout=120)
     finally:
         busy.close()
     assert proc.returncode == 2 and proc.stderr.startswith("error: cannot listen") and "--port" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "llmgan.serving.serve", str(tmp_path / "nothing"), "--port", "0"],
+    proc = subprocess.run([sys.executable, "-m", "llmgan", "serve", str(tmp_path / "nothing"), "--port", "0"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 

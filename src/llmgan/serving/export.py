@@ -43,14 +43,13 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from llmgan.errors import LlmganError
+from llmgan.io import sha256_file
 
 EXPORT_MARKER = "llmgan_export.json"
 RECIPE_TEMPERATURE = 1.0
@@ -322,14 +321,6 @@ def find_evaluation(src: Source, evaluation: Optional[str]) -> Optional[dict]:
 # ---------------------------------------------------------------------------------------- export
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def greedy_logits(model, tokenizer, messages=PROBE_MESSAGES):
     """Next-token logits of a probe conversation (float32, CPU)."""
     import torch
@@ -400,7 +391,7 @@ def export(source: Optional[str], output: str | Path, *, system_prompt: Optional
             diff = _check_reload(tmp, model, tokenizer)
             info["check_max_abs_logit_diff"] = diff
             say(f"check: reloaded with plain transformers, greedy next-token logits match (max |diff| {diff:.2e})")
-        info["weights_sha256"] = {f.name: _sha256(f) for f in sorted(tmp.glob("*.safetensors"))}
+        info["weights_sha256"] = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
         write_json(tmp / EXPORT_MARKER, info)
     shown = json.dumps(system, ensure_ascii=False) if system else "the model's own"
     say(f"wrote {out}: merged weights ({info['parameters'] / 1e6:.1f}M parameters, {info['dtype']}), tokenizer, chat "
@@ -473,24 +464,3 @@ def run(args: argparse.Namespace) -> int:
     export(args.source, args.output, system_prompt=args.system_prompt, temperature=args.temperature, top_p=args.top_p,
            data=args.data, evaluation=args.evaluation, dtype=args.dtype, name=args.name, check=not args.no_check)
     return 0
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m llmgan.serving.export` (the same as `llmgan export`)."""
-    from llmgan.errors import EXIT_USER_ERROR
-
-    parser = argparse.ArgumentParser(prog="llmgan export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except LlmganError as exc:
-        from llmgan.io import one_line
-
-        print(f"error: {one_line(str(exc))}", file=sys.stderr)
-        return EXIT_USER_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -458,6 +458,10 @@ def _loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    import faulthandler
+
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints every thread's stack (a server that seems stuck)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.default_max_tokens < 1 or (args.max_model_len is not None and args.max_model_len < 1):
         raise LlmganError("--default-max-tokens and --max-model-len must be >= 1")
     engine = pick_engine(args.engine)
@@ -482,34 +486,3 @@ def run(args: argparse.Namespace) -> int:
         print("  command " + shlex.join(cmd), flush=True)
         os.execv(cmd[0], cmd)
     return run_transformers(folder, info, args, port)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m llmgan.serving.serve` (the same as `llmgan serve`)."""
-    from llmgan.errors import EXIT_USER_ERROR
-    from llmgan.io import one_line
-
-    parser = argparse.ArgumentParser(prog="llmgan serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_with_thread_dumps(args)
-    except LlmganError as exc:
-        print(f"error: {one_line(str(exc))}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        return 130
-
-
-def run_with_thread_dumps(args: argparse.Namespace) -> int:
-    """run(), with `kill -USR1 PID` printing every thread's stack to stderr (for a server that seems stuck)."""
-    import faulthandler
-
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
