@@ -174,6 +174,7 @@ def test_every_detector_shares_one_fold_assignment_grouped_by_prompt():
     ids = folds.prompt_groups(prompts, 60)
     assert len(set(ids)) == 20 and ids[0] == ids[1] == ids[2] != ids[3]
     assert (folds.prompt_groups(None, 4) == np.arange(4)).all()
+    assert (folds.prompt_groups(["a", "b", "a", "c"], 4, folds=5) == np.arange(4)).all()  # too few prompts
     y = np.r_[np.ones(60, int), np.zeros(60, int)]
     g = np.r_[ids, ids]
     for _, test in folds.fold_splits(y, g, seed=3):

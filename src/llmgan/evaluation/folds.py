@@ -11,15 +11,17 @@ from typing import Any, Optional, Sequence
 from llmgan.errors import LlmganError
 
 
-def prompt_groups(prompts: Optional[Sequence[Any]], n: int):
-    """One group id per row [n]: the index of the row's prompt text among the distinct prompts; without
-    prompts (or when they are all empty), one group per row."""
+def prompt_groups(prompts: Optional[Sequence[Any]], n: int, folds: int = 5):
+    """One group id per row [n]: the index of the row's prompt text among the distinct prompts. Without
+    prompts, or with fewer distinct prompts than folds (grouping by prompt is then impossible), one group
+    per row (a row's generated and real response still share a fold)."""
     import numpy as np
 
-    if not prompts or not any(prompts):
+    if not prompts:
         return np.arange(n)
     ids: dict[str, int] = {}
-    return np.asarray([ids.setdefault(str(p), len(ids)) for p in prompts])
+    groups = np.asarray([ids.setdefault(str(p), len(ids)) for p in prompts])
+    return groups if len(ids) >= folds else np.arange(n)
 
 
 def fold_splits(labels, groups=None, *, folds: int = 5, seed: int = 0) -> list[tuple[Any, Any]]:

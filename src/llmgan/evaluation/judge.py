@@ -89,7 +89,7 @@ def _detect(detectors, gen: reg.Side, real: reg.Side, half_a, half_b, *, seed, f
         kw = dict(seed=seed, folds=folds, settings=det.settings_for(d, settings), progress=bar)
         ra, rb, gb = real.take(half_a), real.take(half_b), gen.take(half_b)
         out[d.name] = {
-            "system": det.run_detector(d, gen.texts, real.texts, gen.emb, real.emb, groups=prompt_groups(gen.prompts, len(real.texts)),
+            "system": det.run_detector(d, gen.texts, real.texts, gen.emb, real.emb, groups=prompt_groups(gen.prompts, len(real.texts), folds),
                                        **kw),
             "human": det.run_detector(d, rb.texts, ra.texts, rb.emb, ra.emb, **kw),
             "same": det.run_detector(d, gb.texts, ra.texts, gb.emb, ra.emb, **kw)}
@@ -129,7 +129,7 @@ def run_evaluation(prompts: Sequence[str], real: Sequence[str], generated: Seque
             bar.advance(steps)
             d.update(_detect([x for x in chosen if x.linear], gen, rl, half_a, half_b, seed=seed, folds=folds,
                              settings=settings, bar=bar))
-            ctx, floor_ctx = reg.Context(seed, folds, prompt_groups(prompts, n)), reg.Context(seed, folds)
+            ctx, floor_ctx = reg.Context(seed, folds, prompt_groups(prompts, n, folds)), reg.Context(seed, folds)
             system, human, same = reg.compute_all(gen, rl, half_a, half_b, ctx, floor_ctx,
                                                   advance=lambda: bar.advance(steps))
             bar.advance(steps)

@@ -32,7 +32,7 @@ def score_for_selection(prompts: Optional[Sequence[str]], real: Sequence[str], g
     e_prompt = emb[2 * n:] if prompts else np.zeros_like(emb[:n])
     p = list(prompts) if prompts else [""] * n
     gen, rl = reg.Side(list(generated), p, emb[n:2 * n], e_prompt), reg.Side(list(real), p, emb[:n], e_prompt)
-    groups = prompt_groups(prompts, n)
+    groups = prompt_groups(prompts, n, folds)
     out: dict[str, Any] = {}
     chosen = det.resolve(detectors)
     pairs = {}
