@@ -121,6 +121,20 @@ def test_detector_and_mauve_on_toy_features():
     assert ts.mauve_score(a, b, seed=0) < 0.1
 
 
+def test_rank_auroc_hand_computed_and_equal_to_sklearn():
+    # pairs (g, r): (.9,.5) 1, (.9,.1) 1, (.5,.5) 0.5 (a tie), (.5,.1) 1 -> 3.5 / 4
+    assert det.rank_auroc([0.9, 0.5], [0.5, 0.1]) == pytest.approx(0.875)
+    assert det.rank_auroc([0.0], [1.0]) == 0.0 and det.rank_auroc([2.0, 2.0], [2.0]) == 0.5
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    g, r = rng.integers(0, 5, 37).astype(float), rng.integers(0, 4, 53).astype(float)  # many ties
+    assert det.rank_auroc(g, r) == pytest.approx(roc_auc_score(np.r_[np.ones(37), np.zeros(53)], np.r_[g, r]),
+                                                 abs=1e-12)
+    with pytest.raises(LlmganError, match="both kinds"):
+        det.rank_auroc([], [0.1])
+
+
 def test_auroc_bootstrap_intervals():
     rng = np.random.default_rng(0)
     g, r = rng.normal(1, 1, 200), rng.normal(0, 1, 200)  # AUROC about Phi(1/sqrt 2) = 0.76

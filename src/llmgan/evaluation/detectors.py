@@ -62,6 +62,23 @@ def detector_auroc(x_generated, x_real, *, seed: int = 0, folds: int = 5, groups
     return auc, scores[:len(xg)], scores[len(xg):], roc
 
 
+def rank_auroc(scores_generated, scores_real) -> float:
+    """AUROC of generated (label 1) vs real (label 0) scores, from the Mann-Whitney rank sum.
+
+    scores_generated: shape (n_g,); scores_real: shape (n_r,). Returns P(g > r) + 0.5 P(g = r) over all
+    n_g * n_r pairs, which equals scikit-learn's `roc_auc_score` (ties count one half). One sort instead of
+    scikit-learn's input validation, so the bootstrap (thousands of AUROCs) takes a second, not a minute.
+    """
+    import numpy as np
+    from scipy.stats import rankdata
+
+    g, r = np.asarray(scores_generated, dtype=np.float64), np.asarray(scores_real, dtype=np.float64)
+    if len(g) == 0 or len(r) == 0:
+        raise LlmganError(f"an AUROC needs scores of both kinds (got {len(g)} generated and {len(r)} real)")
+    ranks = rankdata(np.r_[g, r])
+    return float((ranks[:len(g)].sum() - len(g) * (len(g) + 1) / 2) / (len(g) * len(r)))
+
+
 def auroc(scores_generated, scores_real):
     """(AUROC, (fpr, tpr)) of generated (label 1) vs real (label 0) scores."""
     import numpy as np
@@ -238,12 +255,9 @@ def _paired_bootstrap(data, statistic, *, n_resamples: int, level: float, seed: 
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def _max_auroc(y, arrays) -> float:
+def _max_auroc(arrays) -> float:
     """max over detectors of AUROC(arrays[2k], arrays[2k + 1]) (generated, real scores of detector k)."""
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    return max(roc_auc_score(y, np.concatenate([arrays[k], arrays[k + 1]])) for k in range(0, len(arrays), 2))
+    return max(rank_auroc(arrays[k], arrays[k + 1]) for k in range(0, len(arrays), 2))
 
 
 def _flat(pairs: Sequence[tuple[Any, Any]], what: str) -> list:
@@ -264,11 +278,8 @@ def max_auroc_ci(pairs: Sequence[tuple[Any, Any]], *, n_resamples: int = BOOTSTR
     prompt everywhere: one resample of prompts applies to every detector. With one detector this is the
     interval of its AUROC. Test-set noise only: no detector is refitted, no generator retrained.
     """
-    import numpy as np
-
     arrays = _flat(pairs, "auroc_ci")
-    y = np.r_[np.ones(len(arrays[0])), np.zeros(len(arrays[0]))]
-    return _paired_bootstrap(arrays, lambda *a: _max_auroc(y, a), n_resamples=n_resamples, level=level, seed=seed)
+    return _paired_bootstrap(arrays, lambda *a: _max_auroc(a), n_resamples=n_resamples, level=level, seed=seed)
 
 
 def auroc_ci(scores_generated, scores_real, *, n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
@@ -296,14 +307,11 @@ def max_auroc_difference_ci(base: Sequence[tuple[Any, Any]], system: Sequence[tu
     prompts applies to both systems, so the interval is that of a paired comparison. An interval that
     excludes 0 means the difference is larger than the test-set noise of n prompts.
     """
-    import numpy as np
-
     arrays = _flat(list(base) + list(system), "auroc_difference_ci")
     k = 2 * len(base)
-    y = np.r_[np.ones(len(arrays[0])), np.zeros(len(arrays[0]))]
 
     def stat(*a):
-        return _max_auroc(y, a[k:]) - _max_auroc(y, a[:k])
+        return _max_auroc(a[k:]) - _max_auroc(a[:k])
 
     low, high = _paired_bootstrap(arrays, stat, n_resamples=n_resamples, level=level, seed=seed)
     return float(stat(*arrays)), low, high
