@@ -114,6 +114,24 @@ def swap_inner_words(text: str, gap: int = 1) -> str:
     return text
 
 
+def stutter(text: str) -> str:
+    """Say one plain lower-case inner word twice: "so i think that this is fine" -> "so i i think that this is fine".
+
+    Adds no new word, character n-gram within a word, capital, punctuation mark or emoji: to the n-gram model
+    it is one word bigram "w w" that differs from text to text and a count one higher; to a sentence embedding
+    a near copy. A language model sees the repetition at once (it is what its copy heads detect). Only the
+    first such word is doubled, inside the first 64 tokens of most replies; the whitespace stays as it was."""
+    import re
+
+    parts = re.split(r"(\s+)", text)
+    at = [k for k in range(0, len(parts), 2) if parts[k]]
+    for i in at[1:-1]:
+        if _plain(parts[i]):
+            parts[i] = parts[i] + " " + parts[i]
+            return "".join(parts)
+    return text
+
+
 def splice(texts: list[str]) -> list[str]:
     """Text i's first half of words followed by text (i+1)'s second half: local n-grams stay real."""
     out = []
@@ -143,7 +161,7 @@ def cap_last(text: str) -> str:
 
 
 ALTERATIONS = {"cap_last": cap_last, "lower_first": lower_first, "rotate": rotate_first_word, "swap": swap_first_two_words, "upper": str.upper,
-               "inner": swap_inner_words, "inner2": lambda t: swap_inner_words(t, 2)}
+               "inner": swap_inner_words, "inner2": lambda t: swap_inner_words(t, 2), "stutter": stutter}
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -252,7 +270,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="`llmgan prepare` folder: validation replies for the altered "
                    "sets, train replies for --timing-pairs")
     p.add_argument("--sets", default="base,inner",
-                   help="comma-separated: base, cap_last, lower_first, rotate, swap, inner, inner2, splice, upper, null")
+                   help="comma-separated: base, cap_last, lower_first, rotate, swap, inner, inner2, stutter, splice, upper, null")
     p.add_argument("--candidates", default="smol_l8_f4,minilm", help=f"comma-separated from {', '.join(CANDIDATES)}")
     p.add_argument("--linear", default="minilm_lr,ngram_lr", help="linear reference detectors ('' for none)")
     p.add_argument("--pairs", type=int, default=250)

@@ -367,3 +367,95 @@ def test_policy_encoder_replay_is_reencoded_every_time():
     assert all(f is None for f in rw.replay.features)
     off = DiscriminatorReward(small_settings(cache_replay_features=False), RewardSettings(), CharEncoder())
     assert not off.cache_features
+
+
+# ---------------------------------------------------------------------------------------------
+# Relevance negatives: a real response read after another prompt is a fake
+
+
+def test_mismatched_prompts_hand_values():
+    from llmgan.adversarial.d_trainer import mismatched_prompts
+
+    assert mismatched_prompts(["a", "a", "b", "c"]) == [2, 2, 3, 0]
+    assert mismatched_prompts(["a", "a"]) == [-1, -1] and mismatched_prompts([]) == []
+
+
+class PromptCharEncoder(CharEncoder):
+    """CharEncoder that reads the prompt too: each response token carries its own character's vector and
+    the prompt's topic vector (concatenated), so only a D that reads both can tell a reply to the wrong post."""
+
+    hidden_size = 16
+    condition_on_prompt = True
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
+        self.calls: list[tuple[list, list]] = []
+
+    def encode(self, prompts, responses):
+        self.calls.append((list(prompts), [r if isinstance(r, str) else r[0]["content"] for r in responses]))
+        texts = self.calls[-1][1]
+        t = max([1, *(min(12, len(x)) for x in texts)])
+        h, m = torch.zeros(len(texts), t, 8), torch.zeros(len(texts), t, dtype=torch.bool)
+        for i, x in enumerate(texts):
+            for j, ch in enumerate(x[:12]):
+                h[i, j], m[i, j] = self.table[ord(ch) % 256], True
+        topic = torch.stack([self.table[ord((p if isinstance(p, str) else p[0]["content"])[-1]) % 256]
+                             for p in prompts])  # "...cats" vs "...rain"
+        return torch.cat([h, topic[:, None, :].expand(-1, h.shape[1], -1)], dim=2), m
+
+
+def topic_batch(step: int, g: int = 3):
+    """Two posts (cats, rain) x g completions. Real replies start with a capital and name their post's topic,
+    a new word each step; the completions are lower-case. "Capital first" alone tells real from fake, so a
+    D that ignores the prompt calls a real reply read after the other post real too."""
+    word = ["always", "again", "today", "maybe", "never", "sure", "fine", "wow", "ok", "yes", "no", "lol"][step % 12]
+    prompts = [[{"role": "user", "content": "Post about cats"}]] * g + [[{"role": "user", "content": "Post about rain"}]] * g
+    completions = [[{"role": "assistant", "content": t}] for t in
+                   [f"cats {word}", "meow", f"{word} cats", f"rain {word}", "wet", f"{word} rain"]]
+    response = [f"Cats {word}"] * g + [f"Rain {word}"] * g
+    return prompts, completions, response
+
+
+def _own_and_swapped(rw):
+    """D's logits of this step's reals read after their own post, and after the other post."""
+    p, c, r = topic_batch(0)
+    own, _ = rw.score(rw.encode(p[::3], c[::3], r[::3]))
+    swapped, _ = rw.score(rw.encode(p[::3][::-1], c[::3], r[::3]))
+    return own, swapped
+
+
+@pytest.mark.parametrize("loss", ["bce", "bradley_terry"])
+def test_mismatched_negatives_teach_relevance(loss):
+    runs = {}
+    for frac in (0.0, 0.5):
+        enc = PromptCharEncoder()
+        settings = small_settings(condition_on_prompt=True, mismatched_negatives=frac, loss=loss, replay_size=0)
+        rw = DiscriminatorReward(settings, RewardSettings(saturation_window=0), enc, seed=0)
+        for step in range(60):
+            p, c, r = topic_batch(step)
+            rw(p, c, response=r)
+        runs[frac] = (rw, enc, *_own_and_swapped(rw))
+    rw, enc, own, swapped = runs[0.5]
+    # each step, the batch's two reals were also read after the other post
+    prompts, texts = enc.calls[3 * 59 + 2]  # per step: fakes, reals, then the reals after the other post
+    assert texts == ["Cats lol", "Rain lol"] and [q[0]["content"] for q in prompts] == ["Post about rain", "Post about cats"]
+    assert rw.metrics["discriminator/mismatch_accuracy"] == 1.0
+    assert (own > 0).all() and (swapped < 0).all()  # a reply to the wrong post is fake
+    # without them, D learnt "capital first = real" and takes the reply to the wrong post for real
+    _, enc0, own0, swapped0 = runs[0.0]
+    assert (own0 > 0).all() and (swapped0 > 0).any()
+    assert len(enc0.calls) == 2 * 60 + 4  # off: fakes and reals only (+ the 4 calls of _own_and_swapped)
+    assert swapped.mean() < swapped0.mean() - 3
+
+
+def test_without_mismatched_negatives_nothing_changes():
+    """Off (the default): no extra rows, no metric, and D's trajectory is the one it always was."""
+    a = DiscriminatorReward(small_settings(condition_on_prompt=True), RewardSettings(), PromptCharEncoder(), seed=0)
+    p, c, r = trl_batch(0)
+    a(p, c, response=r)
+    assert "discriminator/mismatch_accuracy" not in a.metrics and len(a.encoder.calls) == 2
+    with pytest.raises(LlmganError, match="condition_on_prompt"):
+        from llmgan.config import load_config
+
+        load_config(None, ["discriminator.mismatched_negatives=0.5"])

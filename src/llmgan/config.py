@@ -105,6 +105,9 @@ class DiscriminatorSettings:
     cache_replay_features: bool = _help("keep a frozen encoder's features of replayed samples instead of re-encoding "
                                         "them (ignored for encoder='policy')", True)
     max_response_tokens: int = _help("responses longer than this are truncated before encoding", 96)
+    mismatched_negatives: float = _help(
+        "relevance negatives: each D update adds round(this x fakes) real responses read after another prompt of "
+        "the batch, labelled fake, so D rewards replies that fit their post (0 = off; needs condition_on_prompt)", 0.0)
 
 
 @dataclass
@@ -204,6 +207,11 @@ class RunConfig:
             problems.append(f"discriminator.label_smoothing must be in [0, 0.5) (got {d.label_smoothing})")
         if d.loss == "bradley_terry" and d.label_smoothing:
             problems.append("discriminator.label_smoothing applies to loss=bce only")
+        if not 0 <= d.mismatched_negatives <= 1:
+            problems.append(f"discriminator.mismatched_negatives must be in [0, 1] (got {d.mismatched_negatives})")
+        elif d.mismatched_negatives and not d.condition_on_prompt:
+            problems.append("discriminator.mismatched_negatives needs discriminator.condition_on_prompt=true (a D that "
+                            "does not read the prompt cannot tell a reply to the wrong post)")
         if not 0 <= d.replay_fraction <= 1:
             problems.append(f"discriminator.replay_fraction must be in [0, 1] (got {d.replay_fraction})")
         if t.beta < 0:

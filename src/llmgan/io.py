@@ -307,3 +307,32 @@ class Progress:
 
 def stderr_is_terminal() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+# ------------------------------------------------------------------------ optimizer state in safetensors
+
+def flatten_optimizer_state(state: dict) -> tuple[dict[str, Any], dict]:
+    """torch optimizer state_dict -> (tensors for safetensors, JSON-able rest). Inverse: `unflatten_optimizer_state`."""
+    import torch
+
+    tensors: dict[str, Any] = {}
+    scalars: dict[str, dict] = {}
+    for pid, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: dict[str, Any], meta: dict) -> dict:
+    """(tensors, meta) of `flatten_optimizer_state` -> the torch optimizer state_dict again."""
+    per_param: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            per_param.setdefault(int(pid), {})[key] = value
+    for pid, values in meta.get("scalars", {}).items():
+        per_param.setdefault(int(pid), {}).update(values)
+    return {"state": per_param, "param_groups": meta["param_groups"]}

@@ -8,6 +8,11 @@ fakes + replay, with a loss from `losses.LOSSES`), `score(batch) -> (real_logits
 updated D in eval mode, then `finish(batch, metrics, log_metric)` (replay push, metrics averaged over
 processes) and `watch(accuracy)`. `train_step` is the warm-up's encode + update + finish.
 
+Relevance negatives (`discriminator.mismatched_negatives`, prompt-conditioned encoders only): `encode` also
+reads each real response after another prompt of the batch (`mismatched_prompts`), and every update adds
+some of those as fakes (paired losses: against the right reply to that prompt), so D learns that a reply
+to the wrong post is not a real reply; `discriminator/mismatch_accuracy` says how often D calls them fake.
+
 Shapes: M completions (fakes) in a batch, R unique real responses, T tokens, H the encoder's width.
 
 Determinism: dropout and subset sampling draw from D's own torch.Generator (dropout runs under a
@@ -41,6 +46,7 @@ from llmgan.adversarial.losses import LOSSES
 from llmgan.adversarial.replay import ReplayBuffer, stack_rows
 from llmgan.adversarial.saturation import SaturationStop, SaturationWatcher
 from llmgan.errors import LlmganError
+from llmgan.io import flatten_optimizer_state, unflatten_optimizer_state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,6 +65,11 @@ class _Batch:
     fake_m: torch.Tensor     # [M, Tf] bool
     real_h: torch.Tensor     # [R, Tr, H]
     real_m: torch.Tensor     # [R, Tr] bool
+    # relevance negatives (discriminator.mismatched_negatives > 0): real response i read after another
+    # prompt of the batch, the prompt of real mis_pair[i]; None when off or the batch has one prompt
+    mis_h: Optional[torch.Tensor] = None     # [R', Tm, H]
+    mis_m: Optional[torch.Tensor] = None     # [R', Tm] bool
+    mis_pair: Optional[torch.Tensor] = None  # [R'] long: index into reals of the prompt each one is read after
 
 
 def _pad_cat(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,35 +87,25 @@ def _prompt_key(prompt: Any) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
+def mismatched_prompts(prompt_keys: Sequence[str]) -> list[int]:
+    """For each real response i (its prompt's key at i), the index j of another real whose prompt differs,
+    so that (prompt of j, response i) is a reply to the wrong post; -1 where none exists (one prompt).
+
+    Deterministic: the next real (cyclically) with a different prompt. [R] keys -> [R] indices.
+    """
+    n = len(prompt_keys)
+    out = []
+    for i in range(n):
+        j = next((k % n for k in range(i + 1, i + n) if prompt_keys[k % n] != prompt_keys[i]), -1)
+        out.append(j)
+    return out
+
+
 def _balanced_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
     """Mean of the accuracy on reals (logit > 0) and on fakes (logit < 0)."""
     parts = [(real_logits > 0).float().mean()] if real_logits.numel() else []
     parts += [(fake_logits < 0).float().mean()] if fake_logits.numel() else []
     return float(torch.stack(parts).mean()) if parts else float("nan")
-
-def _flatten_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """torch optimizer state_dict -> (tensors for safetensors, JSON-able rest). Inverse: `_unflatten_optimizer_state`."""
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict] = {}
-    for pid, per_param in state["state"].items():
-        for key, value in per_param.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{pid}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    per_param: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, pid, key = name.split(".", 2)
-            per_param.setdefault(int(pid), {})[key] = value
-    for pid, values in meta.get("scalars", {}).items():
-        per_param.setdefault(int(pid), {}).update(values)
-    return {"state": per_param, "param_groups": meta["param_groups"]}
-
 
 class DiscriminatorTrainer:
     """The discriminator and its training; see the module docstring for the order of calls.
@@ -188,16 +189,24 @@ class DiscriminatorTrainer:
                     parts.append((rep_h[rep], rep_m[rep]))
                     if rep_rh is not None:
                         parts.append((rep_rh[rep], rep_rm[rep]))
+                mis = self._mismatched_subset(batch, m)
+                if mis is not None:
+                    parts.append((batch.mis_h[mis], batch.mis_m[mis]))
                 hidden, mask = _pad_cat(parts)
                 self.model.train()
                 with self._own_rng():
                     logits = self.model(hidden, mask)
                 r = len(batch.reals)
+                n_rep_real = len(draw) if rep_rh is not None else 0
                 real_logits, fake_logits = logits[:r], logits[r:r + m]
                 if self.d_loss.paired:
                     real_logits = real_logits[batch.pair[cur]]
                     if len(draw):
-                        real_logits = torch.cat([real_logits, logits[r + m:]])
+                        real_logits = torch.cat([real_logits, logits[r + m:r + m + n_rep_real]])
+                if mis is not None:  # a reply to the wrong post is one more fake (paired: with the right reply)
+                    fake_logits = torch.cat([fake_logits, logits[r + m + n_rep_real:]])
+                    if self.d_loss.paired:
+                        real_logits = torch.cat([real_logits, logits[:r][batch.mis_pair[mis]]])
                 loss = self.d_loss.fn(real_logits, fake_logits, s)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -215,6 +224,10 @@ class DiscriminatorTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
         self.model.eval()
+        if batch.mis_h is not None:
+            with torch.no_grad():
+                mis_logits = self.model(batch.mis_h, batch.mis_m).float()
+            metrics["discriminator/mismatch_accuracy"] = float((mis_logits < 0).float().mean())
         metrics["discriminator/loss"] = sum(losses) / len(losses) if losses else float("nan")
         metrics["discriminator/replay_samples"] = float(n_replay)
         metrics["discriminator/skipped_updates"] = float(len(self.faults))
@@ -289,7 +302,7 @@ class DiscriminatorTrainer:
         save_file({k: v.detach().contiguous().cpu() for k, v in state["model"].items()},
                   str(directory / self.WEIGHTS_FILE), metadata={"format": "pt"})
         replay = state["replay"]
-        tensors, optimizer_meta = _flatten_optimizer_state(state["optimizer"])
+        tensors, optimizer_meta = flatten_optimizer_state(state["optimizer"])
         tensors["rng.generator"] = state["generator"]
         tensors["rng.replay_generator"] = replay.pop("generator")
         save_file(tensors, str(directory / self.OPTIMIZER_FILE), metadata={"format": "pt"})
@@ -321,7 +334,7 @@ class DiscriminatorTrainer:
             other = torch.load(directory / optimizer_file, map_location="cpu", weights_only=True)
         else:
             tensors = load_file(str(directory / optimizer_file), device="cpu")
-            other = {"optimizer": _unflatten_optimizer_state(tensors, meta["optimizer"]),
+            other = {"optimizer": unflatten_optimizer_state(tensors, meta["optimizer"]),
                      "generator": tensors["rng.generator"], "replay_generator": tensors["rng.replay_generator"]}
         weights = load_file(str(directory / self.WEIGHTS_FILE), device=str(self.device))
         replay = dict(meta["replay"], generator=other["replay_generator"])
@@ -370,8 +383,24 @@ class DiscriminatorTrainer:
         cond = self.encoder.condition_on_prompt
         fake_h, fake_m = (t.to(self.device) for t in self.encoder.encode(list(prompts) if cond else None, fakes))
         real_h, real_m = (t.to(self.device) for t in self.encoder.encode(real_prompts if cond else None, reals))
-        return _Batch(list(prompts), fakes, reals, torch.tensor(pair, dtype=torch.long, device=self.device),
-                      fake_h, fake_m, real_h, real_m)
+        batch = _Batch(list(prompts), fakes, reals, torch.tensor(pair, dtype=torch.long, device=self.device),
+                       fake_h, fake_m, real_h, real_m)
+        if cond and getattr(self.settings, "mismatched_negatives", 0.0) > 0:
+            other = mismatched_prompts([_prompt_key(p) for p in real_prompts])
+            rows = [i for i, j in enumerate(other) if j >= 0]
+            if rows:
+                batch.mis_h, batch.mis_m = (t.to(self.device) for t in self.encoder.encode(
+                    [real_prompts[other[i]] for i in rows], [reals[i] for i in rows]))
+                batch.mis_pair = torch.tensor([other[i] for i in rows], dtype=torch.long, device=self.device)
+        return batch
+
+    def _mismatched_subset(self, batch: _Batch, m: int) -> Optional[torch.Tensor]:
+        """Which relevance negatives join this update: round(mismatched_negatives * M) of them (at most all),
+        drawn with D's generator; None when there are none (no draw then, so runs without them are unchanged)."""
+        if batch.mis_h is None:
+            return None
+        n = min(len(batch.mis_h), max(1, round(self.settings.mismatched_negatives * m)))
+        return torch.randperm(len(batch.mis_h), generator=self.generator)[:n].to(self.device)
 
     def _replay_features(self, used: list[int], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Features [len(used), T, H] and mask of the replay items `used`, `kind` 'fake' or 'real': served
