@@ -179,3 +179,36 @@ def test_cli_plot_overlays_runs_and_names_bad_input(tmp_path, capsys):
     assert "missing: no such file" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "s0"), str(tmp_path / "s1"), "-o", str(out), "--labels", "a"]) == 2
     assert "1 labels for 2 runs" in capsys.readouterr().err
+
+
+def test_caps_taken_from_the_data(tiny_model_dir, demo_data, tmp_path):
+    """data.response_cap_quantile: the generation and discriminator caps are a quantile of the training
+    responses' token lengths, written to RUN/data_caps.json and used by the run."""
+    import math
+
+    import numpy as np
+    from datasets import load_from_disk
+
+    from llmgan.models import load_tokenizer
+    from llmgan.training.dataset import apply_data_caps, data_caps
+    from llmgan.training.train import train
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    cfg = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "caps", "data.response_cap_quantile=0.5", "train.steps=1")
+    responses = load_from_disk(str(demo_data / "train"))["response"]
+    lengths = np.array([len(tok(r, add_special_tokens=False)["input_ids"]) for r in responses])
+    cap = math.ceil(np.quantile(lengths, 0.5))
+    caps = data_caps(cfg, tok)
+    assert caps["cap_tokens"] == cap and caps["generation.max_new_tokens"] == cap + 1
+    assert caps["human_longer_share"] == pytest.approx((lengths > cap).mean(), abs=1e-4)
+    assert 0.3 < caps["human_longer_share"] < 0.5  # a median cap: about half of the replies are longer
+    resolved = apply_data_caps(cfg, caps)
+    assert (resolved.generation.max_new_tokens, resolved.discriminator.max_response_tokens) == (cap + 1, cap)
+    assert data_caps(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "fixed"), tok) is None
+    run = train(cfg, progress=False)
+    assert json.loads((run / "data_caps.json").read_text()) == caps
+    row = read_metrics(run)[0]
+    # the tiny random model almost never ends a reply: its completions run to the data's cap, not the fixed 6
+    assert 6 < row["generator/completion_length"] <= cap + 1 and "generator/clipped_ratio" in row
+    with pytest.raises(Exception, match="response_cap_quantile must be in"):
+        tiny_cfg(tiny_model_dir, demo_data, tmp_path / "bad", "data.response_cap_quantile=1.5")

@@ -66,6 +66,9 @@ class DataSettings:
     eval_split: str = _help("split used for sample generations during training", "validation")
     max_prompt_tokens: int = _help("the user message is cut to this many tokens (keeping its beginning)", 256)
     max_train_samples: Optional[int] = _help("use at most this many training rows (null = all)", None)
+    response_cap_quantile: Optional[float] = _help(
+        "take generation.max_new_tokens and discriminator.max_response_tokens from the data: this quantile of the "
+        "training responses' lengths in tokens (e.g. 0.95; null = the fixed values); written to RUN/data_caps.json", None)
 
 
 @dataclass
@@ -105,6 +108,8 @@ class DiscriminatorSettings:
     cache_replay_features: bool = _help("keep a frozen encoder's features of replayed samples instead of re-encoding "
                                         "them (ignored for encoder='policy')", True)
     max_response_tokens: int = _help("responses longer than this are truncated before encoding", 96)
+    lm_layers: int = _help("architecture=lm: decoder layers of the start model it keeps (0 = all)", 0)
+    lm_lora_rank: int = _help("architecture=lm: LoRA rank on the kept layers (0 = train them fully)", 16)
     mismatched_negatives: float = _help(
         "relevance negatives: each D update adds round(this x fakes) real responses read after another prompt of "
         "the batch, labelled fake, so D rewards replies that fit their post (0 = off; needs condition_on_prompt)", 0.0)
@@ -162,7 +167,8 @@ class SelectionSettings:
     limit: int = _help("first N rows of that split (250 resolves detector AUROC differences of about 0.05)", 250)
     temperature: Optional[float] = _help("sampling temperature (null = generation.temperature, as trained)", None)
     top_p: Optional[float] = _help("nucleus sampling (null = generation.top_p)", None)
-    max_new_tokens: int = _help("new tokens per sample (64, as in the evaluation rows of RESULTS.md)", 64)
+    max_new_tokens: Optional[int] = _help("new tokens per sample (64, as in the evaluation rows of RESULTS.md; null = "
+                                          "generation.max_new_tokens, as trained)", 64)
 
 
 @dataclass
@@ -207,6 +213,8 @@ class RunConfig:
             problems.append(f"discriminator.label_smoothing must be in [0, 0.5) (got {d.label_smoothing})")
         if d.loss == "bradley_terry" and d.label_smoothing:
             problems.append("discriminator.label_smoothing applies to loss=bce only")
+        if d.lm_layers < 0 or d.lm_lora_rank < 0:
+            problems.append("discriminator.lm_layers and discriminator.lm_lora_rank must be >= 0")
         if not 0 <= d.mismatched_negatives <= 1:
             problems.append(f"discriminator.mismatched_negatives must be in [0, 1] (got {d.mismatched_negatives})")
         elif d.mismatched_negatives and not d.condition_on_prompt:
@@ -227,6 +235,9 @@ class RunConfig:
                 problems.append(f"{name} must be >= 1 (got {value})")
         if self.model.lora.enabled and (self.model.lora.r < 1 or self.model.lora.alpha <= 0):
             problems.append("model.lora.r must be >= 1 and model.lora.alpha > 0")
+        q = self.data.response_cap_quantile
+        if q is not None and not 0 < q <= 1:
+            problems.append(f"data.response_cap_quantile must be in (0, 1] or null (got {q})")
         if self.data.max_train_samples is not None and self.data.max_train_samples < 1:
             problems.append(f"data.max_train_samples must be >= 1 or null (got {self.data.max_train_samples})")
         if t.sft_steps < 1 and t.sft_warm_start:
@@ -256,8 +267,8 @@ class RunConfig:
         sel = self.selection
         if sel.enabled and sel.split == self.data.train_split:
             problems.append(f"selection.split ('{sel.split}') must be a held-out split, not data.train_split")
-        if sel.limit < 1 or sel.max_new_tokens < 1:
-            problems.append("selection.limit and selection.max_new_tokens must be >= 1")
+        if sel.limit < 1 or (sel.max_new_tokens is not None and sel.max_new_tokens < 1):
+            problems.append("selection.limit and selection.max_new_tokens must be >= 1 (max_new_tokens may be null)")
         if (sel.temperature is not None and sel.temperature <= 0) or (sel.top_p is not None and not 0 < sel.top_p <= 1):
             problems.append("selection.temperature must be > 0 and selection.top_p in (0, 1] (or null)")
         if sel.enabled and t.objective == "embedding":

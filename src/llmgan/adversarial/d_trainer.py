@@ -40,13 +40,13 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from llmgan.adversarial import d_checkpoint
 from llmgan.adversarial.discriminators import build_discriminator
 from llmgan.adversarial.features import as_text
 from llmgan.adversarial.losses import LOSSES
 from llmgan.adversarial.replay import ReplayBuffer, stack_rows
 from llmgan.adversarial.saturation import SaturationStop, SaturationWatcher
 from llmgan.errors import LlmganError
-from llmgan.io import flatten_optimizer_state, unflatten_optimizer_state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,12 +73,13 @@ class _Batch:
 
 
 def _pad_cat(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate (hidden [b_i, T_i, H], mask [b_i, T_i]) pairs along the batch, right-padding to max T_i."""
+    """Concatenate (hidden [b_i, T_i, H] or token ids [b_i, T_i], mask [b_i, T_i]) pairs along the batch,
+    right-padding to max T_i."""
     t = max(h.shape[1] for h, _ in parts)
     hs, ms = [], []
     for h, m in parts:
         pad = t - h.shape[1]
-        hs.append(F.pad(h, (0, 0, 0, pad)) if pad else h)
+        hs.append(F.pad(h, (0, pad) if h.ndim == 2 else (0, 0, 0, pad)) if pad else h)  # token ids [b, T]: 2-d
         ms.append(F.pad(m, (0, pad), value=False) if pad else m)
     return torch.cat(hs), torch.cat(ms)
 
@@ -127,11 +128,12 @@ class DiscriminatorTrainer:
         self.device = torch.device(device) if device is not None else encoder.device
         with torch.random.fork_rng(devices=[]):  # same init on every rank, global RNG untouched
             torch.manual_seed(seed)
-            self.model = build_discriminator(settings, encoder.hidden_size)
+            self.model = build_discriminator(settings, encoder.hidden_size, encoder)
         self.model.to(self.device)
-        # No weight decay on norms, biases and the empty vector (1-d parameters).
-        decay = [p for p in self.model.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
+        # No weight decay on norms, biases and the empty vector (1-d parameters); frozen weights (a token-reading
+        # D's copy of the LM under LoRA) are not optimised.
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim <= 1]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
                                             {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
         self.generator = torch.Generator().manual_seed(seed)
@@ -266,14 +268,30 @@ class DiscriminatorTrainer:
         self.finish(batch, metrics, None)
         return dict(self.metrics)
 
+    def _model_state(self) -> dict:
+        """D's weights to save: all of them, or the trainable ones of an architecture that rebuilds the rest
+        from the start model (`trainable_only_in_checkpoints`, e.g. `lm` with LoRA)."""
+        state = self.model.state_dict()
+        if getattr(self.model, "trainable_only_in_checkpoints", False):
+            trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+            state = {k: v for k, v in state.items() if k in trainable or k.startswith("head.")}
+        return state
+
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self._model_state(), "optimizer": self.optimizer.state_dict(),
                 "replay": self.replay.state_dict(), "generator": self.generator.get_state(),
                 "updates": self.updates, "calls": self.calls, "watcher": self.watcher.state_dict(),
                 "replay_features": [dict(f) if f else None for f in self.replay.features]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        if getattr(self.model, "trainable_only_in_checkpoints", False):
+            expected = set(self._model_state())
+            if set(state["model"]) != expected:
+                raise RuntimeError(f"the checkpoint holds {len(state['model'])} trainable tensors, this discriminator "
+                                   f"{len(expected)}")
+            self.model.load_state_dict(state["model"], strict=False)
+        else:
+            self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.replay.load_state_dict(state["replay"])
         self.generator.set_state(state["generator"])
@@ -283,76 +301,19 @@ class DiscriminatorTrainer:
         if self.cache_features and features is not None and len(features) == len(self.replay.items):
             self.replay.features = [dict(f) if f else None for f in features]
 
-    WEIGHTS_FILE = "discriminator.safetensors"
-    STATE_FILE = "discriminator_state.json"
-    OPTIMIZER_FILE = "discriminator_optimizer.safetensors"
-    REPLAY_FEATURES_FILE = "replay_features.safetensors"  # optional: written when features are cached
-    LEGACY_OPTIMIZER_FILE = "discriminator_optimizer.pt"  # read (weights_only) if a checkpoint predates the safetensors file
+    WEIGHTS_FILE = d_checkpoint.WEIGHTS_FILE
+    STATE_FILE = d_checkpoint.STATE_FILE
+    OPTIMIZER_FILE = d_checkpoint.OPTIMIZER_FILE
+    REPLAY_FEATURES_FILE = d_checkpoint.REPLAY_FEATURES_FILE
 
     def save(self, directory: str | Path) -> None:
-        """Write D's weights, optimizer tensors and RNG states (safetensors) and the rest (JSON) to `directory`.
-
-        Only safetensors and JSON: nothing in a checkpoint is unpickled when it is read back.
-        """
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
-        save_file({k: v.detach().contiguous().cpu() for k, v in state["model"].items()},
-                  str(directory / self.WEIGHTS_FILE), metadata={"format": "pt"})
-        replay = state["replay"]
-        tensors, optimizer_meta = flatten_optimizer_state(state["optimizer"])
-        tensors["rng.generator"] = state["generator"]
-        tensors["rng.replay_generator"] = replay.pop("generator")
-        save_file(tensors, str(directory / self.OPTIMIZER_FILE), metadata={"format": "pt"})
-        # The frozen encoder's cached replay features, so a resumed run replays bit-identical features.
-        # (cloned: items of one prompt group share their real's tensor, and safetensors refuses shared memory)
-        cached = {f"{i}.{kind}": t.detach().cpu().clone() for i, f in enumerate(self.replay.features) if f
-                  for kind, t in f.items()}
-        if cached:
-            save_file(cached, str(directory / self.REPLAY_FEATURES_FILE), metadata={"format": "pt"})
-        meta = {"format": 2, "input_size": self.encoder.hidden_size, "updates": state["updates"],
-                "calls": state["calls"], "watcher": state["watcher"], "replay": replay, "optimizer": optimizer_meta,
-                "discriminator": dataclasses.asdict(self.settings) if dataclasses.is_dataclass(self.settings) else None,
-                "reward": dataclasses.asdict(self.reward_settings) if dataclasses.is_dataclass(self.reward_settings) else None}
-        (directory / self.STATE_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+        """Write D's weights, optimizer tensors and RNG states (safetensors) and the rest (JSON) to `directory`;
+        only safetensors and JSON (`llmgan.adversarial.d_checkpoint`)."""
+        d_checkpoint.save(self, directory)
 
     def load(self, directory: str | Path) -> None:
         """Restore what `save` wrote (the discriminator architecture must match the current settings)."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        optimizer_file = self.OPTIMIZER_FILE
-        if not (directory / optimizer_file).is_file() and (directory / self.LEGACY_OPTIMIZER_FILE).is_file():
-            optimizer_file = self.LEGACY_OPTIMIZER_FILE
-        missing = [f for f in (self.WEIGHTS_FILE, self.STATE_FILE, optimizer_file) if not (directory / f).is_file()]
-        if missing:
-            raise LlmganError(f"discriminator checkpoint in {directory} is incomplete: missing {', '.join(missing)}")
-        meta = json.loads((directory / self.STATE_FILE).read_text())
-        if optimizer_file == self.LEGACY_OPTIMIZER_FILE:
-            other = torch.load(directory / optimizer_file, map_location="cpu", weights_only=True)
-        else:
-            tensors = load_file(str(directory / optimizer_file), device="cpu")
-            other = {"optimizer": unflatten_optimizer_state(tensors, meta["optimizer"]),
-                     "generator": tensors["rng.generator"], "replay_generator": tensors["rng.replay_generator"]}
-        weights = load_file(str(directory / self.WEIGHTS_FILE), device=str(self.device))
-        replay = dict(meta["replay"], generator=other["replay_generator"])
-        try:
-            self.load_state_dict({"model": weights, "optimizer": other["optimizer"], "replay": replay,
-                                  "generator": other["generator"], "updates": meta["updates"],
-                                  "calls": meta["calls"], "watcher": meta["watcher"]})
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise LlmganError(f"discriminator checkpoint in {directory} does not fit the current discriminator "
-                              f"settings (layers/width/heads/pooling/lstm/encoder): {str(exc).splitlines()[0]}") from None
-        features_file = directory / self.REPLAY_FEATURES_FILE
-        if self.cache_features and features_file.is_file():
-            cached = load_file(str(features_file), device=str(self.device))
-            for key, tensor in cached.items():
-                index, kind = key.split(".", 1)
-                i = int(index)
-                if 0 <= i < len(self.replay.features) and tensor.ndim == 2 and tensor.shape[1] == self.encoder.hidden_size:
-                    self.replay.features[i] = {**(self.replay.features[i] or {}), kind: tensor}
+        d_checkpoint.load(self, directory)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -447,6 +408,8 @@ class DiscriminatorTrainer:
         if world == 1:
             return
         for p in self.model.parameters():
+            if not p.requires_grad:
+                continue
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)

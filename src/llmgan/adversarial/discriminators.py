@@ -1,15 +1,21 @@
 """Discriminator architectures: one registry entry each (`ARCHITECTURES`).
 
-An architecture maps the encoder's hidden states to one logit per response:
+Most architectures read the hidden states of a frozen encoder model (`features.HiddenStateEncoder`):
 `forward(hidden [B, T, H] float, mask [B, T] bool) -> logits [B]` (real = positive). Rows whose mask is
 all False are empty responses and must still get a finite logit. To add one, write a builder
 `(input_size H, settings: DiscriminatorSettings) -> nn.Module` and decorate it with
 `@register_architecture("name")`; `discriminator.architecture=name` then selects it (config validation
 reads the names from this registry).
+
+An architecture registered with `reads="tokens"` reads token ids instead (`features.TokenEncoder`: the
+chat-formatted prompt and the response, right-padded) and is trained end to end, its own copy of a language
+model included: `forward(ids [B, T] long, mask [B, T] bool) -> logits [B]`; its builder gets
+`(encoder: TokenEncoder, settings)`. `lm` below is one: the generator's own LM as the discriminator (GAD).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -17,23 +23,41 @@ from torch import nn
 
 from llmgan.errors import LlmganError
 
-ARCHITECTURES: dict[str, Callable[[int, Any], nn.Module]] = {}
-"""Architecture name -> builder(input_size, DiscriminatorSettings) -> nn.Module (hidden, mask) -> logits [B]."""
+ARCHITECTURES: dict[str, Callable[[Any, Any], nn.Module]] = {}
+"""Architecture name -> builder(input_size, DiscriminatorSettings) -> nn.Module (hidden, mask) -> logits [B];
+for the names in TOKEN_ARCHITECTURES builder(TokenEncoder, DiscriminatorSettings) -> nn.Module (ids, mask)."""
+
+TOKEN_ARCHITECTURES: set[str] = set()
+"""The architectures that read token ids and train their own language model (see the module docstring)."""
 
 
-def register_architecture(name: str) -> Callable:
-    """Decorator: add a builder to ARCHITECTURES under `name`."""
-    def add(builder: Callable[[int, Any], nn.Module]) -> Callable[[int, Any], nn.Module]:
+def register_architecture(name: str, reads: str = "states") -> Callable:
+    """Decorator: add a builder to ARCHITECTURES under `name`; reads='tokens' for an end-to-end one."""
+    if reads not in ("states", "tokens"):
+        raise ValueError(f"reads must be 'states' or 'tokens' (got {reads!r})")
+
+    def add(builder: Callable[[Any, Any], nn.Module]) -> Callable[[Any, Any], nn.Module]:
         ARCHITECTURES[name] = builder
+        (TOKEN_ARCHITECTURES.add if reads == "tokens" else TOKEN_ARCHITECTURES.discard)(name)
         return builder
     return add
 
 
-def build_discriminator(settings: Any, input_size: int) -> nn.Module:
-    """The architecture `settings.architecture` (default 'transformer') for inputs of width `input_size`."""
+def reads_tokens(settings: Any) -> bool:
+    """Whether `settings.architecture` reads token ids (a TokenEncoder) rather than hidden states."""
+    return getattr(settings, "architecture", "transformer") in TOKEN_ARCHITECTURES
+
+
+def build_discriminator(settings: Any, input_size: int, encoder: Any = None) -> nn.Module:
+    """The architecture `settings.architecture` (default 'transformer') for inputs of width `input_size`;
+    a token-reading one is built from `encoder` (a TokenEncoder)."""
     name = getattr(settings, "architecture", "transformer")
     if name not in ARCHITECTURES:
         raise LlmganError(f"discriminator.architecture must be one of {', '.join(ARCHITECTURES)} (got {name!r})")
+    if name in TOKEN_ARCHITECTURES:
+        if encoder is None or not hasattr(encoder, "start_model"):
+            raise LlmganError(f"discriminator.architecture={name} reads token ids: it needs a TokenEncoder")
+        return ARCHITECTURES[name](encoder, settings)
     return ARCHITECTURES[name](input_size, settings)
 
 
@@ -112,3 +136,66 @@ def transformer(input_size: int, s: Any) -> nn.Module:
     """The default: transformer encoder (+ optional LSTM) over the response states, pooled, linear head."""
     return Discriminator(input_size, width=s.width, layers=s.layers, heads=s.heads, dropout=s.dropout,
                          pooling=s.pooling, lstm=s.lstm)
+
+
+class LMDiscriminator(nn.Module):
+    """The generator's own LM as the discriminator (GAD, arXiv 2511.10643): a copy of the start model's first
+    `layers` decoder layers, trained end to end, and a scalar head on the state of the last token.
+
+    forward(ids [B, T] long, mask [B, T] bool: the chat-formatted prompt then the response, right-padded)
+    -> logits [B] (real = positive). It reads what the generator reads, with the generator's tokenizer
+    (cased, emoji as written), and its encoding learns. With `lora_rank` > 0 only LoRA adapters on the kept
+    layers and the head train (the copy's weights stay frozen, and a checkpoint holds the trainable part
+    only: `trainable_only_in_checkpoints`); with 0 the kept layers and the final norm train fully
+    (embeddings stay frozen either way).
+    """
+
+    trainable_only_in_checkpoints = True
+
+    def __init__(self, model: nn.Module, layers: int = 0, lora_rank: int = 16, lora_alpha: int = 32):
+        super().__init__()
+        base = getattr(model, "get_decoder", lambda: None)() or getattr(model, "model", model)
+        blocks = getattr(base, "layers", None)
+        if not isinstance(blocks, nn.ModuleList):
+            raise LlmganError("discriminator.architecture=lm needs a decoder with a `layers` list (Llama-style models)")
+        keep = len(blocks) if layers <= 0 else min(layers, len(blocks))
+        base.layers = nn.ModuleList(list(blocks)[:keep])
+        if hasattr(base, "config"):
+            base.config.num_hidden_layers = keep
+            for key in ("layer_types",):  # per-layer lists some configs carry
+                if isinstance(getattr(base.config, key, None), list):
+                    setattr(base.config, key, getattr(base.config, key)[:keep])
+        self.decoder = base
+        self.decoder.requires_grad_(False)
+        if lora_rank > 0:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            inject_adapter_in_model(LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.0,
+                                               target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                               "up_proj", "down_proj"]), self.decoder)
+            for name, p in self.decoder.named_parameters():
+                p.requires_grad_("lora_" in name)
+        else:
+            self.decoder.layers.requires_grad_(True)
+            if getattr(self.decoder, "norm", None) is not None:
+                self.decoder.norm.requires_grad_(True)
+        width = int(self.decoder.config.hidden_size)
+        self.head = nn.Linear(width, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(width))
+        nn.init.zeros_(self.head.bias)
+        self.decoder.float()
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids [B, T] long, mask [B, T] bool (right padding) -> logits [B]."""
+        mask = mask.bool()
+        states = self.decoder(input_ids=ids, attention_mask=mask.long(), use_cache=False).last_hidden_state
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = torch.where(mask, positions, -1).max(dim=1).values.clamp(min=0)  # [B]
+        return self.head(states[torch.arange(ids.shape[0], device=ids.device), last].float()).squeeze(-1)
+
+
+@register_architecture("lm", reads="tokens")
+def lm(encoder: Any, s: Any) -> nn.Module:
+    """A copy of the start model (`encoder.start_model()`), `s.lm_layers` decoder layers, LoRA rank `s.lm_lora_rank`."""
+    return LMDiscriminator(encoder.start_model(), layers=s.lm_layers, lora_rank=s.lm_lora_rank,
+                           lora_alpha=2 * max(1, s.lm_lora_rank))

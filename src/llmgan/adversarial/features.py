@@ -95,7 +95,7 @@ class HiddenStateEncoder:
     @classmethod
     def from_settings(cls, settings: Any, policy: Any, tokenizer: Any, reference_model: Any = None,
                       dtype: str = "auto", max_prompt_tokens: int = 256,
-                      trust_remote_code: bool = False, device: Any = None) -> "HiddenStateEncoder":
+                      trust_remote_code: bool = False, device: Any = None, **_: Any) -> "HiddenStateEncoder":
         """Build the encoder named by `settings.encoder` (a DiscriminatorSettings).
 
         - 'reference': the peft policy with adapters disabled; for a full fine-tune, `reference_model`
@@ -248,3 +248,53 @@ class HiddenStateEncoder:
         finally:
             model.train(was_training)
         return hidden, mask
+
+
+class TokenEncoder(HiddenStateEncoder):
+    """What a token-reading discriminator (`discriminators.TOKEN_ARCHITECTURES`, e.g. `lm`) reads: token ids.
+
+    `encode(prompts, responses) -> (ids [B, T] long, mask [B, T] bool)`: each row is the prefix (the
+    chat-formatted prompt with condition_on_prompt, else the anchor token) followed by the response cut
+    to max_response_tokens, right-padded; mask is True on every real token, prompt included. The same
+    text path as `HiddenStateEncoder` (prompt and response tokenized separately, as the generator sees
+    them), so real and generated responses differ only in their words. No model runs here: the
+    discriminator holds its own copy of the start model (`start_model()`) and trains it.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, model_name: Optional[str] = None, dtype: str = "auto",
+                 trust_remote_code: bool = False, **kwargs: Any):
+        super().__init__(model, tokenizer, layer=-1, **kwargs)
+        self.model_name = model_name
+        self.dtype = dtype
+        self.trust_remote_code = trust_remote_code
+
+    @classmethod
+    def from_settings(cls, settings: Any, policy: Any, tokenizer: Any, model_name: Optional[str] = None,
+                      dtype: str = "auto", max_prompt_tokens: int = 256, trust_remote_code: bool = False,
+                      **_: Any) -> "TokenEncoder":
+        """For a DiscriminatorSettings; `model_name` is the start model (model.name, after an SFT warm start
+        the SFT model), which the discriminator copies."""
+        return cls(policy, tokenizer, model_name=model_name, dtype=dtype, trust_remote_code=trust_remote_code,
+                   condition_on_prompt=settings.condition_on_prompt, max_response_tokens=settings.max_response_tokens,
+                   max_prompt_tokens=max_prompt_tokens)
+
+    def start_model(self) -> Any:
+        """A fresh copy of the start model, loaded from its folder (float32: it trains)."""
+        from llmgan.models import load_model
+
+        return load_model(self.model_name, dtype="float32" if self.dtype == "auto" else self.dtype,
+                          trust_remote_code=self.trust_remote_code)
+
+    def encode(self, prompts: Optional[Sequence[Prompt]], responses: Sequence[Any],
+               requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        texts = [as_text(r) for r in responses]
+        n = len(texts)
+        resp_ids = self._token_ids(texts, self.max_response_tokens, keep="first")
+        seqs = [p + r for p, r in zip(self._prefixes(prompts, n), resp_ids)]
+        width = max([1, *(len(s) for s in seqs)])
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(n, width, dtype=torch.bool)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, :len(s)] = True
+        return ids.to(self.device), mask.to(self.device)

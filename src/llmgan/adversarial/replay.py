@@ -69,10 +69,12 @@ class ReplayBuffer:
 
 
 def stack_rows(rows: Sequence[torch.Tensor], hidden_size: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad per-row features [t_i, H] into (hidden [n, max(1, t_i), H], mask [n, T] bool)."""
+    """Right-pad per-row features [t_i, H] into (hidden [n, max(1, t_i), H], mask [n, T] bool); per-row
+    token ids [t_i] (a token-reading discriminator's) into (ids [n, T] long, zero-padded, mask)."""
     t = max([1, *(r.shape[0] for r in rows)])
     dtype = rows[0].dtype if rows else torch.float32
-    hidden = torch.zeros(len(rows), t, hidden_size, dtype=dtype, device=device)
+    tokens = bool(rows) and rows[0].ndim == 1
+    hidden = torch.zeros(len(rows), t, *(() if tokens else (hidden_size,)), dtype=dtype, device=device)
     mask = torch.zeros(len(rows), t, dtype=torch.bool, device=device)
     for j, r in enumerate(rows):
         hidden[j, :r.shape[0]] = r

@@ -39,7 +39,8 @@ def build_components(cfg: RunConfig, run_dir: str | Path, *, device: Any = None,
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    from llmgan.adversarial.features import HiddenStateEncoder
+    from llmgan.adversarial.discriminators import reads_tokens
+    from llmgan.adversarial.features import HiddenStateEncoder, TokenEncoder
     from llmgan.adversarial.reward import DiscriminatorReward
     from llmgan.models import build_policy, check_context_length, quiet_libraries
     from llmgan.training.dataset import load_train_dataset
@@ -55,10 +56,12 @@ def build_components(cfg: RunConfig, run_dir: str | Path, *, device: Any = None,
         if reward_funcs is None:
             # the encoder reads hidden states; 'reference' = the policy with adapters disabled (a frozen copy
             # of the start model for full fine-tuning). D lives on `device` (the trainer moves the policy
-            # there below; a separate encoder model is placed there now).
-            encoder = HiddenStateEncoder.from_settings(cfg.discriminator, policy=model, tokenizer=tok,
-                                                       dtype=cfg.model.dtype, max_prompt_tokens=cfg.data.max_prompt_tokens,
-                                                       trust_remote_code=cfg.model.trust_remote_code, device=device)
+            # there below; a separate encoder model is placed there now). A token-reading D (architecture=lm)
+            # gets token ids and trains its own copy of the start model (model.name).
+            encoder_cls = TokenEncoder if reads_tokens(cfg.discriminator) else HiddenStateEncoder
+            encoder = encoder_cls.from_settings(cfg.discriminator, policy=model, tokenizer=tok, model_name=cfg.model.name,
+                                                dtype=cfg.model.dtype, max_prompt_tokens=cfg.data.max_prompt_tokens,
+                                                trust_remote_code=cfg.model.trust_remote_code, device=device)
             disc = DiscriminatorReward(cfg.discriminator, cfg.reward, encoder, seed=cfg.train.seed, device=device)
             reward_funcs = [disc]
         args = grpo_args(cfg, Path(run_dir))

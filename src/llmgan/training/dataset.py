@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Optional
+
 from llmgan.config import RunConfig
 from llmgan.errors import LlmganError
 
@@ -69,3 +73,74 @@ def load_train_dataset(cfg: RunConfig, tokenizer):
     train = train.map(lambda r: {"prompt": truncate_prompt(r["prompt"], tokenizer, n)})
     eval_rows = ds[cfg.data.eval_split] if cfg.data.eval_split in ds else train
     return train, eval_rows
+
+
+# ------------------------------------------------------------------------------- caps from the data
+
+DATA_CAPS_FILE = "data_caps.json"
+
+
+def data_caps(cfg: RunConfig, tokenizer) -> Optional[dict]:
+    """The response caps taken from the data (`data.response_cap_quantile` set; else None).
+
+    cap = ceil(quantile q of the training responses' lengths in tokens, no special tokens). The generator
+    may write cap + 1 new tokens (a cap-long reply and its end-of-turn token: `generation.max_new_tokens`)
+    and the discriminator reads at most cap tokens of any response, real or generated
+    (`discriminator.max_response_tokens`), so cutting a long human reply is no cue the fakes lack.
+    `human_longer_share` is the share of training responses longer than the cap: what
+    `generator/clipped_ratio` should stay near once the generator writes like the data.
+    """
+    import numpy as np
+
+    q = cfg.data.response_cap_quantile
+    if q is None:
+        return None
+    train = check_train_data(cfg)[cfg.data.train_split]
+    if cfg.data.max_train_samples:
+        train = train.shuffle(seed=cfg.train.seed).select(range(min(len(train), cfg.data.max_train_samples)))
+    texts = [r if isinstance(r, str) else "" for r in train["response"]]
+    lengths = np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
+    cap = max(1, int(math.ceil(float(np.quantile(lengths, q)))))
+    return {"response_cap_quantile": q, "responses": int(len(lengths)), "cap_tokens": cap,
+            "generation.max_new_tokens": cap + 1, "discriminator.max_response_tokens": cap,
+            "human_longer_share": round(float((lengths > cap).mean()), 4),
+            "response_tokens_mean": round(float(lengths.mean()), 2),
+            "response_tokens_percentiles": {str(p): float(np.percentile(lengths, p)) for p in (50, 75, 90, 95, 99)}}
+
+
+def apply_data_caps(cfg: RunConfig, caps: Optional[dict]) -> RunConfig:
+    """cfg with the caps of `data_caps` (unchanged for None)."""
+    import dataclasses
+
+    if not caps:
+        return cfg
+    return dataclasses.replace(
+        cfg, generation=dataclasses.replace(cfg.generation, max_new_tokens=int(caps["generation.max_new_tokens"])),
+        discriminator=dataclasses.replace(cfg.discriminator,
+                                          max_response_tokens=int(caps["discriminator.max_response_tokens"])))
+
+
+def resolve_data_caps(cfg: RunConfig, run_dir: Path, *, write: bool = True, progress: bool = False) -> RunConfig:
+    """`data_caps` for this run, written to RUN/data_caps.json (`write`), and the config that uses them."""
+    from llmgan.io import write_json
+    from llmgan.models import load_tokenizer
+
+    if cfg.data.response_cap_quantile is None:
+        return cfg
+    caps = data_caps(cfg, load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code))
+    if write:
+        write_json(Path(run_dir) / DATA_CAPS_FILE, caps)
+    if progress:
+        print(f"caps from the data: {caps['response_cap_quantile']:g} quantile of {caps['responses']} training "
+              f"responses = {caps['cap_tokens']} tokens (generation.max_new_tokens={caps['generation.max_new_tokens']}, "
+              f"discriminator.max_response_tokens={caps['cap_tokens']}); {100 * caps['human_longer_share']:.1f}% of "
+              f"the human responses are longer")
+    return apply_data_caps(cfg, caps)
+
+
+def read_data_caps(run_dir: Path) -> Optional[dict]:
+    """RUN/data_caps.json, or None when the run used fixed caps."""
+    import json
+
+    path = Path(run_dir) / DATA_CAPS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -132,6 +132,7 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
     from llmgan.generator import generate_responses
     from llmgan.io import check_output_path, last_user_message, write_atomic, write_rows
     from llmgan.models import load_model, load_tokenizer
+    from llmgan.training.dataset import read_data_caps
 
     run = Path(run_dir)
     found = candidates(run)
@@ -144,7 +145,9 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
     limit = limit if limit is not None else sel.limit
     temperature = temperature if temperature is not None else (sel.temperature or cfg.generation.temperature)
     top_p = top_p if top_p is not None else (sel.top_p or cfg.generation.top_p)
-    max_new_tokens = max_new_tokens or sel.max_new_tokens
+    # null: as trained (the run's caps from the data when it took them from there)
+    max_new_tokens = max_new_tokens or sel.max_new_tokens or \
+        (read_data_caps(run) or {}).get("generation.max_new_tokens", cfg.generation.max_new_tokens)
     if temperature <= 0 or not 0 < top_p <= 1 or max_new_tokens < 1 or limit < 1:
         raise LlmganError("selection needs temperature > 0, 0 < top_p <= 1, max_new_tokens >= 1 and limit >= 1")
     ds = load_prepared(data)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llmgan.config import RunConfig, load_config
 from llmgan.io import check_output_path
-from llmgan.training.dataset import check_train_data
+from llmgan.training.dataset import check_train_data, resolve_data_caps
 from llmgan.training.runs import prepare_run_dir, removed_if_nothing_kept
 
 
@@ -47,6 +47,7 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
     from llmgan.training.dataset import load_train_dataset
     from llmgan.training.runs import save_final
 
+    cfg = resolve_data_caps(cfg, run_dir, progress=progress)  # data.response_cap_quantile (RUN/data_caps.json)
     set_seed(cfg.train.seed)
     quiet = not (progress and stderr_is_terminal())  # library bars and FutureWarnings only when asked for
     with quiet_libraries(quiet):

@@ -57,7 +57,7 @@ from typing import Any, Optional
 from llmgan.config import RunConfig, load_config
 from llmgan.errors import LlmganError
 from llmgan.io import check_output_path
-from llmgan.training.dataset import check_train_data
+from llmgan.training.dataset import check_train_data, resolve_data_caps
 from llmgan.training.runs import SFT_DIR, prepare_on_main, removed_if_nothing_kept
 
 
@@ -112,6 +112,8 @@ def _run_stages(cfg: RunConfig, state: Any, run_dir: Path, ckpt: Optional[Path],
 
     main = state.is_main_process
     device = state.device if state.device.type != "cpu" else torch.device("cpu")
+    # data.response_cap_quantile: generation and discriminator caps from the training responses (RUN/data_caps.json)
+    cfg = resolve_data_caps(cfg, run_dir, write=main, progress=progress)
     if cfg.train.sft_warm_start:
         cfg = _sft_warm_start(cfg, run_dir, state, progress)
     # metrics.jsonl, TensorBoard, samples and progress: written once, by the main process (TRL averages the
