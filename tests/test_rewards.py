@@ -459,3 +459,24 @@ def test_without_mismatched_negatives_nothing_changes():
         from llmgan.config import load_config
 
         load_config(None, ["discriminator.mismatched_negatives=0.5"])
+
+
+# ---------------------------------------------------------------------------------------------
+# D's held-out AUROC (issue 14: the teacher's strength, logged)
+
+
+def test_heldout_auroc_measures_the_teacher_and_is_logged():
+    rw = DiscriminatorReward(small_settings(heldout_every=2), RewardSettings(saturation_window=0), CharEncoder(), seed=0)
+    assert math.isnan(rw.heldout_auroc())
+    # held-out: texts like the batches' (never trained on): real replies start "Cats r"/"Rain a", fakes do not
+    reals = ["Cats rule!", "Rain again!", "Cats rock", "Rain all day", "Cats run", "Rain again, meh"]
+    fakes = ["meow 99", "cats are ok", "rain 99", "wet day 2", "umbrellas", "meow meow"]
+    rw.set_heldout([""] * 6, fakes, reals)
+    start = rw.heldout_auroc()
+    for step in range(20):
+        p, c, r = trl_batch(step)
+        rw(p, c, response=r)
+        assert ("discriminator/heldout_auroc" in rw.metrics) == (step % 2 == 1)  # every 2nd scored batch
+    assert rw.metrics["discriminator/heldout_auroc"] == rw.heldout_auroc() > 0.9 > start
+    with pytest.raises(ValueError, match="one fake and one real"):
+        rw.set_heldout(["a"], ["b", "c"], ["d"])

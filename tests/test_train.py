@@ -212,3 +212,23 @@ def test_caps_taken_from_the_data(tiny_model_dir, demo_data, tmp_path):
     assert 6 < row["generator/completion_length"] <= cap + 1 and "generator/clipped_ratio" in row
     with pytest.raises(Exception, match="response_cap_quantile must be in"):
         tiny_cfg(tiny_model_dir, demo_data, tmp_path / "bad", "data.response_cap_quantile=1.5")
+
+
+def test_warmup_until_the_heldout_auroc_stops_rising_and_the_judge_beside_it(tiny_model_dir, demo_data, tmp_path):
+    """discriminator.heldout_size: D's held-out AUROC before and during the warm-up and at every generator step;
+    warmup_patience ends the warm-up early; the judge's strongest detector on the same texts at its end."""
+    from llmgan.training.train import train
+
+    cfg = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "held", "train.steps=1", "discriminator.warmup_steps=8",
+                   "discriminator.heldout_size=10", "discriminator.heldout_every=1", "discriminator.warmup_patience=1",
+                   "discriminator.lr=1e-9")  # a D that cannot learn: its AUROC stays put, the warm-up ends at once
+    run = train(cfg, progress=False)
+    rows = [json.loads(x) for x in (run / "warmup.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 0 and "discriminator/heldout_auroc" in rows[0]
+    end = rows[-1]
+    assert end["end_of_warmup"] and end["step"] == 1  # no rise after step 1 with patience 1
+    assert 0 <= end["discriminator/heldout_auroc"] <= 1 and 0 <= end["judge/heldout_auroc_max"] <= 1
+    assert end["judge/heldout_auroc_max_detector"] in ("minilm_lr", "ngram_lr")
+    assert "discriminator/heldout_auroc" in read_metrics(run)[0]
+    with pytest.raises(Exception, match="warmup_patience needs"):
+        tiny_cfg(tiny_model_dir, demo_data, tmp_path / "bad", "discriminator.warmup_patience=2")

@@ -110,6 +110,13 @@ class DiscriminatorSettings:
     max_response_tokens: int = _help("responses longer than this are truncated before encoding", 96)
     lm_layers: int = _help("architecture=lm: decoder layers of the start model it keeps (0 = all)", 0)
     lm_lora_rank: int = _help("architecture=lm: LoRA rank on the kept layers (0 = train them fully)", 16)
+    heldout_size: int = _help("held-out prompts (data.eval_split) whose start-model samples and real responses "
+                              "measure D: discriminator/heldout_auroc (0 = off)", 0)
+    heldout_every: int = _help("log discriminator/heldout_auroc every N warm-up steps and every N generator steps", 5)
+    warmup_patience: int = _help("end the warm-up once heldout_auroc has not risen by 0.005 for this many checks "
+                                 "(0 = always warmup_steps, which is the maximum either way; needs heldout_size)", 0)
+    heldout_judge: bool = _help("at the end of the warm-up, score the held-out set with llmgan evaluate's detectors "
+                                "too (the bar: D at least as strong as the judge)", True)
     mismatched_negatives: float = _help(
         "relevance negatives: each D update adds round(this x fakes) real responses read after another prompt of "
         "the batch, labelled fake, so D rewards replies that fit their post (0 = off; needs condition_on_prompt)", 0.0)
@@ -213,6 +220,13 @@ class RunConfig:
             problems.append(f"discriminator.label_smoothing must be in [0, 0.5) (got {d.label_smoothing})")
         if d.loss == "bradley_terry" and d.label_smoothing:
             problems.append("discriminator.label_smoothing applies to loss=bce only")
+        if d.heldout_size < 0 or d.heldout_every < 0 or d.warmup_patience < 0:
+            problems.append("discriminator.heldout_size, heldout_every and warmup_patience must be >= 0")
+        elif d.warmup_patience and not (d.heldout_size and d.heldout_every):
+            problems.append("discriminator.warmup_patience needs discriminator.heldout_size and heldout_every > 0 "
+                            "(the warm-up stops on the held-out AUROC)")
+        elif 0 < d.heldout_size < 10:
+            problems.append(f"discriminator.heldout_size must be 0 or at least 10 (got {d.heldout_size})")
         if d.lm_layers < 0 or d.lm_lora_rank < 0:
             problems.append("discriminator.lm_layers and discriminator.lm_lora_rank must be >= 0")
         if not 0 <= d.mismatched_negatives <= 1:

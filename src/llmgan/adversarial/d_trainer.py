@@ -151,6 +151,37 @@ class DiscriminatorTrainer:
         if self.d_loss is None:
             raise LlmganError(f"discriminator.loss must be one of {', '.join(LOSSES)} (got {settings.loss!r})")
 
+    # -- held-out strength ---------------------------------------------------------------------
+    def set_heldout(self, prompts: Sequence[Any], fakes: Sequence[Any], reals: Sequence[Any]) -> None:
+        """A fixed held-out set on which `heldout_auroc` measures D: the start model's samples (`fakes`) and the
+        real responses (`reals`) to the same held-out prompts, one each per prompt. With
+        `settings.heldout_every` > 0, `finish` logs `discriminator/heldout_auroc` every that many scored batches."""
+        if not len(prompts) == len(fakes) == len(reals) or not len(prompts):
+            raise ValueError("set_heldout needs one fake and one real response per prompt")
+        self._heldout = ([p for p in prompts], [as_text(f) for f in fakes], [as_text(r) for r in reals])
+        self._heldout_encoded = None
+
+    @torch.no_grad()
+    def heldout_auroc(self, chunk: int = 32) -> float:
+        """AUROC of D on the held-out set: real responses (positive) against the start model's samples;
+        0.5 is chance, 1.0 a perfect teacher. nan without a held-out set (`set_heldout`)."""
+        from llmgan.stats import rank_auroc
+
+        if getattr(self, "_heldout", None) is None:
+            return float("nan")
+        if self._heldout_encoded is None or not self.cache_features:
+            prompts, fakes, reals = self._heldout
+            cond = self.encoder.condition_on_prompt
+            encoded = [tuple(t.to(self.device) for t in self.encoder.encode(prompts if cond else None, texts))
+                       for texts in (reals, fakes)]
+            self._heldout_encoded = encoded if self.cache_features else None
+        else:
+            encoded = self._heldout_encoded
+        self.model.eval()
+        real, fake = (torch.cat([self.model(h[i:i + chunk], m[i:i + chunk]).float().cpu()
+                                 for i in range(0, len(h), chunk)]) for h, m in encoded)
+        return rank_auroc(real.numpy(), fake.numpy())
+
     # -- the steps --------------------------------------------------------------------------------
 
     def encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]]) -> _Batch:
@@ -437,6 +468,9 @@ class DiscriminatorTrainer:
                     f["real"] = reals[i]
         self.replay.add(({"prompt": p, "fake": f, "real": batch.reals[int(i)]}
                          for p, f, i in zip(batch.prompts, batch.fakes, pairs)), features)
+        every = getattr(self.settings, "heldout_every", 0)
+        if every and getattr(self, "_heldout", None) is not None and self.calls and self.calls % every == 0:
+            metrics["discriminator/heldout_auroc"] = self.heldout_auroc()  # the same on every rank: one set
         world = self._world_size()
         if world > 1:
             keys = sorted(metrics)

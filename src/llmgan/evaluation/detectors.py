@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from llmgan.errors import LlmganError
 from llmgan.evaluation.folds import fold_splits
 from llmgan.evaluation.textstats import one_thread
+from llmgan.stats import rank_auroc  # noqa: F401  (part of this module's API: the judge's AUROC)
 
 BOOTSTRAP_RESAMPLES = 1000
 CI_LEVEL = 0.95
@@ -60,23 +61,6 @@ def detector_auroc(x_generated, x_real, *, seed: int = 0, folds: int = 5, groups
                          splits)
     auc, roc = auroc(scores[:len(xg)], scores[len(xg):])
     return auc, scores[:len(xg)], scores[len(xg):], roc
-
-
-def rank_auroc(scores_generated, scores_real) -> float:
-    """AUROC of generated (label 1) vs real (label 0) scores, from the Mann-Whitney rank sum.
-
-    scores_generated: shape (n_g,); scores_real: shape (n_r,). Returns P(g > r) + 0.5 P(g = r) over all
-    n_g * n_r pairs, which equals scikit-learn's `roc_auc_score` (ties count one half). One sort instead of
-    scikit-learn's input validation, so the bootstrap (thousands of AUROCs) takes a second, not a minute.
-    """
-    import numpy as np
-    from scipy.stats import rankdata
-
-    g, r = np.asarray(scores_generated, dtype=np.float64), np.asarray(scores_real, dtype=np.float64)
-    if len(g) == 0 or len(r) == 0:
-        raise LlmganError(f"an AUROC needs scores of both kinds (got {len(g)} generated and {len(r)} real)")
-    ranks = rankdata(np.r_[g, r])
-    return float((ranks[:len(g)].sum() - len(g) * (len(g) + 1) / 2) / (len(g) * len(r)))
 
 
 def auroc(scores_generated, scores_real):

@@ -107,7 +107,7 @@ def _run_stages(cfg: RunConfig, state: Any, run_dir: Path, ckpt: Optional[Path],
     from llmgan.plots import plot_metrics
     from llmgan.training.components import build_components
     from llmgan.training.runs import latest_checkpoint, save_final
-    from llmgan.training.stages import sample_eval, warmup_discriminator
+    from llmgan.training.stages import heldout_set, sample_eval, warmup_discriminator
     from llmgan.training.trainer import RunLogger, StopOnSignal, StopRequest, TrainingInterrupted
 
     main = state.is_main_process
@@ -133,8 +133,12 @@ def _run_stages(cfg: RunConfig, state: Any, run_dir: Path, ckpt: Optional[Path],
             print(f"no complete checkpoint in {run_dir}; starting from step 0")
         before = sample_eval(model, tok, parts.eval_rows, 4, cfg.train.seed, cfg) if progress else None
         # 0. discriminator warm-up
-        warmup_discriminator(cfg, model, tok, parts.train_rows, parts.discriminator, progress, rank=state.process_index)
-    elif main:
+        warmup_discriminator(cfg, model, tok, parts.train_rows, parts.discriminator, progress, rank=state.process_index,
+                             eval_rows=parts.eval_rows, run_dir=run_dir)
+    elif cfg.discriminator.heldout_size:
+        # resumed: the same held-out set again (its samples are seeded), for discriminator/heldout_auroc
+        heldout_set(cfg, model, tok, parts.eval_rows, parts.discriminator)
+    if ckpt is not None and main:
         print(f"resuming from {ckpt}")
     # 1.-5. the adversarial steps: TRL's loop drives AdversarialGRPOTrainer (llmgan.training.trainer)
     stop.install()
