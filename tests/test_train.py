@@ -230,5 +230,30 @@ def test_warmup_until_the_heldout_auroc_stops_rising_and_the_judge_beside_it(tin
     assert 0 <= end["discriminator/heldout_auroc"] <= 1 and 0 <= end["judge/heldout_auroc_max"] <= 1
     assert end["judge/heldout_auroc_max_detector"] in ("minilm_lr", "ngram_lr")
     assert "discriminator/heldout_auroc" in read_metrics(run)[0]
+    assert (run / "plots" / "warmup" / "discriminator.png").is_file()
     with pytest.raises(Exception, match="warmup_patience needs"):
         tiny_cfg(tiny_model_dir, demo_data, tmp_path / "bad", "discriminator.warmup_patience=2")
+
+
+def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):
+    """SFT writes a checkpoint every train.save_every steps; an SFT cut short continues from it and ends where
+    an uninterrupted one does."""
+    from llmgan.training.runs import checkpoints
+    from llmgan.training.sft import sft
+
+    extra = ("train.sft_steps=4", "train.save_every=2", "train.sft_lr=5e-3")
+    full = sft(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "full", *extra), progress=False)
+    assert [p.name for p in checkpoints(full)] == ["checkpoint-4"]  # the newest only
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut, ignore=shutil.ignore_patterns("checkpoint-4", "final", "plots"))
+    # as if killed after step 3: checkpoint-2 complete, a metrics row past it
+    first = sft(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "first", "train.sft_steps=2", "train.save_every=2",
+                         "train.sft_lr=5e-3"), progress=False)
+    shutil.copytree(first / "checkpoint-2", cut / "checkpoint-2")
+    rows = read_metrics(full)
+    (cut / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= 3))
+    resumed = sft(tiny_cfg(tiny_model_dir, demo_data, cut, *extra), progress=False, resume=True)
+    assert [r["step"] for r in read_metrics(resumed) if "sft/loss" in r] == [r["step"] for r in rows if "sft/loss" in r]
+    a = load_file(full / "final" / "generator" / "adapter_model.safetensors")
+    b = load_file(resumed / "final" / "generator" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -171,13 +171,66 @@ def truncate_run_logs(run_dir: str | Path, step: int) -> None:
 
 
 
+class AtomicCheckpoints:
+    """Mixin for a transformers Trainer (`class T(AtomicCheckpoints, SFTTrainer)`): each checkpoint is written
+    under RUN/.staging/, completed with `_save_extra(folder)` and a COMPLETE marker, renamed into place, and
+    the older ones beyond `keep_checkpoints` are removed. A run killed at any moment keeps only complete
+    checkpoints; a write error names the folder and says the previous checkpoint is intact."""
+
+    keep_checkpoints: int = 2
+    _staging: Optional[str] = None
+
+    def _save_extra(self, folder: Path) -> None:
+        """What this trainer adds to a checkpoint besides the transformers state (nothing by default)."""
+
+    def _get_output_dir(self, trial):
+        return self._staging if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        run_dir = Path(super()._get_output_dir(trial=trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging, target = run_dir / STAGING_DIR, run_dir / name
+        main = self.args.should_save
+        try:
+            if main:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            self.accelerator.wait_for_everyone()
+            self._staging = str(staging)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging = None
+            self.accelerator.wait_for_everyone()  # every rank's files (RNG states) are in place
+            if main:
+                folder = staging / name
+                self._save_extra(folder)
+                (folder / COMPLETE_MARKER).write_text(str(self.state.global_step))
+                if target.exists():  # a checkpoint of the same step from before a resume: replace it
+                    os.replace(target, staging / f"replaced-{name}")
+                os.replace(folder, target)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate_checkpoints(run_dir, self.keep_checkpoints)
+        except Exception as exc:
+            if not is_write_error(exc):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+            prev = latest_checkpoint(run_dir)
+            raise LlmganError(f"could not write checkpoint {target.name} in {run_dir}: {write_error(exc, run_dir)}; "
+                              f"the previous checkpoint {prev.name if prev else '(none)'} is intact") from None
+        self.accelerator.wait_for_everyone()
+
+
 # ---------------------------------------------------------------------------------------------
 # The folder
 
 
 RUN_FOLDER_ENTRIES = ("config.yaml", "metrics.jsonl", "faults.jsonl", "tensorboard", "plots", "samples", "final", "sft",
                       "selection", "selected",
-                      "samples_before_after.json", "README.md", "completions", STAGING_DIR, ".final.tmp")
+                      "samples_before_after.json", "README.md", "completions", STAGING_DIR, ".final.tmp",
+                      "data_caps.json", "warmup.jsonl")
 """What `llmgan train` (and TRL: README.md model card) writes at the top of a run folder, besides checkpoint-N."""
 
 

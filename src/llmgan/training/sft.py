@@ -17,25 +17,31 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Optional
 
 from llmgan.config import RunConfig, load_config
 from llmgan.io import check_output_path
 from llmgan.training.dataset import check_train_data, resolve_data_caps
-from llmgan.training.runs import prepare_run_dir, removed_if_nothing_kept
+from llmgan.training.runs import AtomicCheckpoints, prepare_run_dir, removed_if_nothing_kept, resume_point
 
 
-def sft(cfg: RunConfig, overwrite: bool = False, progress: bool = True) -> Path:
+def sft(cfg: RunConfig, overwrite: bool = False, progress: bool = True, resume: bool = False) -> Path:
     """Supervised fine-tuning into train.output_dir; returns the run folder. The dataset and the output
-    folder are checked before any model loads; a run that fails before it kept anything leaves no folder."""
+    folder are checked before any model loads; a run that fails before it kept anything leaves no folder.
+
+    A checkpoint is written every train.save_every steps (the newest kept, written atomically); `resume`
+    continues the folder from it (metrics past it dropped first), so an interrupted SFT loses at most
+    save_every steps."""
     cfg.validate()
     check_output_path(cfg.train.output_dir, kind="dir", what="train.output_dir")  # cheap checks first, then data
     check_train_data(cfg)
-    run_dir = prepare_run_dir(cfg, resume=False, overwrite=overwrite)
-    with removed_if_nothing_kept(run_dir, fresh=True):
-        return _sft(cfg, run_dir, progress)
+    run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+    ckpt = resume_point(run_dir, None) if resume else None
+    with removed_if_nothing_kept(run_dir, fresh=not resume):
+        return _sft(cfg, run_dir, progress, ckpt)
 
 
-def _sft(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
+def _sft(cfg: RunConfig, run_dir: Path, progress: bool, ckpt: Optional[Path] = None) -> Path:
     import torch
     from transformers import TrainerCallback, set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -60,7 +66,7 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
             output_dir=str(run_dir), per_device_train_batch_size=cfg.train.prompts_per_step * cfg.generation.num_generations,
             max_steps=cfg.train.sft_steps, learning_rate=cfg.train.sft_lr or cfg.train.lr, lr_scheduler_type=cfg.train.lr_scheduler,
             warmup_steps=int(round(cfg.train.warmup_ratio * cfg.train.sft_steps)), max_grad_norm=cfg.train.max_grad_norm, logging_steps=cfg.train.log_every,
-            save_strategy="no", seed=cfg.train.seed, data_seed=cfg.train.seed, report_to="none", disable_tqdm=not progress,
+            save_strategy="steps", save_steps=cfg.train.save_every, save_only_model=False, seed=cfg.train.seed, data_seed=cfg.train.seed, report_to="none", disable_tqdm=not progress,
             use_cpu=not on_gpu, bf16=cfg.model.dtype == "bfloat16", completion_only_loss=True,
             max_length=cfg.data.max_prompt_tokens + cfg.generation.max_new_tokens * 2, dataloader_num_workers=0)
         metrics_path = run_dir / "metrics.jsonl"
@@ -83,10 +89,16 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
                                                 **{f"sft/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))},
                                                 "timing/step": (now - t0) / max(state.global_step - step, 1)})
 
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tok, callbacks=[Log()])
+        class ResumableSFTTrainer(AtomicCheckpoints, SFTTrainer):
+            keep_checkpoints = 1  # the newest is all a resume needs
+
+        trainer = ResumableSFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tok,
+                                      callbacks=[Log()])
         if not progress:  # transformers prints every log dict when its bar is off; metrics.jsonl has them
             trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        if ckpt is not None and progress:
+            print(f"SFT: resuming from {ckpt}")
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     plot_metrics(metrics_path, run_dir / "plots")
     save_final(run_dir, trainer.model, tok, None, trainer=trainer)
     return run_dir
@@ -96,11 +108,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (see configs/); defaults when omitted")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.sft_steps=50 data.path=DIR")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", action="store_true", help="continue train.output_dir from its newest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, list(args.overrides))
-    run_dir = sft(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    run_dir = sft(cfg, overwrite=args.overwrite, progress=not args.quiet, resume=args.resume)
     print(f"run folder: {run_dir}  (final/generator is the SFT model; use it as model.name to warm-start llmgan train)")
     return 0

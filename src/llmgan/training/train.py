@@ -107,7 +107,7 @@ def _run_stages(cfg: RunConfig, state: Any, run_dir: Path, ckpt: Optional[Path],
     from llmgan.plots import plot_metrics
     from llmgan.training.components import build_components
     from llmgan.training.runs import latest_checkpoint, save_final
-    from llmgan.training.stages import heldout_set, sample_eval, warmup_discriminator
+    from llmgan.training.stages import WARMUP_LOG, heldout_set, sample_eval, warmup_discriminator
     from llmgan.training.trainer import RunLogger, StopOnSignal, StopRequest, TrainingInterrupted
 
     main = state.is_main_process
@@ -155,6 +155,8 @@ def _run_stages(cfg: RunConfig, state: Any, run_dir: Path, ckpt: Optional[Path],
             run_logger.close()
             try:
                 plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots")
+                if (run_dir / WARMUP_LOG).is_file():  # the warm-up's held-out AUROC (discriminator.heldout_size)
+                    plot_metrics(run_dir / WARMUP_LOG, run_dir / "plots" / "warmup")
             except OSError as exc:
                 print(f"warning: could not write plots: {write_error(exc, run_dir)}", file=sys.stderr)
     if stop.signum is not None:
@@ -179,7 +181,7 @@ def _sft_warm_start(cfg: RunConfig, run_dir: Path, state: Any, progress: bool) -
     """train.sft_warm_start: supervised fine-tuning first (RUN/sft, `llmgan sft` with this config), then the
     adversarial run starts from RUN/sft/final/generator, which is also its KL reference and (with
     encoder=reference) the discriminator's encoder. Done once: a resumed run reuses the finished SFT model,
-    an SFT stage cut short is run again."""
+    and an SFT stage cut short continues from its newest checkpoint (every train.save_every steps)."""
     import dataclasses
 
     from llmgan.training.sft import sft
@@ -190,11 +192,15 @@ def _sft_warm_start(cfg: RunConfig, run_dir: Path, state: Any, progress: bool) -
     sft_dir = run_dir / SFT_DIR
     generator = sft_dir / "final" / "generator"
     if not generator.is_dir():
+        from llmgan.training.runs import latest_checkpoint
+
+        resume = latest_checkpoint(sft_dir) is not None  # an SFT stage cut short continues from its checkpoint
         if progress:
-            print(f"SFT warm start: {cfg.train.sft_steps} supervised steps into {sft_dir}")
+            print(f"SFT warm start: {cfg.train.sft_steps} supervised steps into {sft_dir}"
+                  + (f" (resuming from {latest_checkpoint(sft_dir).name})" if resume else ""))
         sft_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(sft_dir),
                                                                      sft_warm_start=False))
-        sft(sft_cfg, overwrite=sft_dir.exists(), progress=False)
+        sft(sft_cfg, overwrite=sft_dir.exists() and not resume, progress=False, resume=resume)
     elif progress:
         print(f"SFT warm start: using {generator}")
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=str(generator)))

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
 import sys
 import threading
@@ -33,9 +31,8 @@ from trl import GRPOTrainer
 from llmgan.adversarial.reward import reward_metrics
 from llmgan.config import RunConfig
 from llmgan.errors import LlmganError
-from llmgan.io import Progress, append_jsonl, is_write_error, last_user_message, write_error, write_rows
-from llmgan.training.runs import (COMPLETE_MARKER, LLMGAN_STATE_FILE, STAGING_DIR, FaultLog, latest_checkpoint,
-                                  rotate_checkpoints)
+from llmgan.io import Progress, append_jsonl, last_user_message, write_error, write_rows
+from llmgan.training.runs import LLMGAN_STATE_FILE, AtomicCheckpoints, FaultLog, latest_checkpoint
 
 # TRL metric name -> llmgan's namespaced name
 TRL_METRIC_NAMES = {
@@ -164,7 +161,7 @@ def clock() -> float:
 
 
 
-class AdversarialGRPOTrainer(GRPOTrainer):
+class AdversarialGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
     """GRPOTrainer with the adversarial step's phases 1-5 (module docstring), D's state in checkpoints,
     atomic checkpoints and NaN/Inf fault handling. Generation, advantages, the loss and the update are TRL's.
 
@@ -188,7 +185,6 @@ class AdversarialGRPOTrainer(GRPOTrainer):
         self.keep_checkpoints = keep_checkpoints
         self.fault_log = FaultLog(self.args.output_dir, max_consecutive_faults, writes=self.args.should_save)
         self._faults: list[str] = []
-        self._staging: Optional[str] = None
         self._phase: dict[str, float] = {}
         self.last_samples: list[dict] = []
 
@@ -288,47 +284,11 @@ class AdversarialGRPOTrainer(GRPOTrainer):
             logs["faults/skipped_steps"] = float(self.fault_log.skipped)
         super().log(logs, start_time)
 
-    # checkpoints: written under .staging/, completed with the discriminator and a marker, then renamed
-    def _get_output_dir(self, trial):
-        return self._staging if self._staging is not None else super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model, trial):
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-        run_dir = Path(super()._get_output_dir(trial=trial))
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging, target = run_dir / STAGING_DIR, run_dir / name
-        main = self.args.should_save
-        try:
-            if main:
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True)
-            self.accelerator.wait_for_everyone()
-            self._staging = str(staging)
-            try:
-                super()._save_checkpoint(model, trial)
-            finally:
-                self._staging = None
-            self.accelerator.wait_for_everyone()  # every rank's files (RNG states) are in place
-            if main:
-                folder = staging / name
-                if self.discriminator is not None:
-                    self.discriminator.save(folder / "discriminator")
-                (folder / LLMGAN_STATE_FILE).write_text(json.dumps(self.fault_log.state_dict()))
-                (folder / COMPLETE_MARKER).write_text(str(self.state.global_step))
-                if target.exists():  # a checkpoint of the same step from before a resume: replace it
-                    os.replace(target, staging / f"replaced-{name}")
-                os.replace(folder, target)
-                shutil.rmtree(staging, ignore_errors=True)
-                rotate_checkpoints(run_dir, self.keep_checkpoints)
-        except Exception as exc:
-            if not is_write_error(exc):
-                raise
-            shutil.rmtree(staging, ignore_errors=True)
-            prev = latest_checkpoint(run_dir)
-            raise LlmganError(f"could not write checkpoint {target.name} in {run_dir}: {write_error(exc, run_dir)}; "
-                              f"the previous checkpoint {prev.name if prev else '(none)'} is intact") from None
-        self.accelerator.wait_for_everyone()
+    # checkpoints: AtomicCheckpoints writes them under .staging/; the discriminator and the fault counters go in too
+    def _save_extra(self, folder: Path) -> None:
+        if self.discriminator is not None:
+            self.discriminator.save(folder / "discriminator")
+        (folder / LLMGAN_STATE_FILE).write_text(json.dumps(self.fault_log.state_dict()))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
