@@ -147,6 +147,8 @@ class DiscriminatorTrainer:
         self.cache_features = bool(getattr(settings, "cache_replay_features", True)) and \
             getattr(settings, "encoder", "reference") != "policy"
         self.cache_hits = 0  # replayed rows served from cached features (benchmark/diagnostics)
+        self._heldout: Optional[tuple[list, list, list]] = None  # set_heldout: (prompts, fakes, reals)
+        self._heldout_encoded: Optional[list] = None  # their encodings, kept when the encoder is frozen
         self.d_loss = LOSSES.get(settings.loss)  # a losses.Loss
         if self.d_loss is None:
             raise LlmganError(f"discriminator.loss must be one of {', '.join(LOSSES)} (got {settings.loss!r})")
@@ -167,7 +169,7 @@ class DiscriminatorTrainer:
         0.5 is chance, 1.0 a perfect teacher. nan without a held-out set (`set_heldout`)."""
         from llmgan.stats import rank_auroc
 
-        if getattr(self, "_heldout", None) is None:
+        if self._heldout is None:
             return float("nan")
         if self._heldout_encoded is None or not self.cache_features:
             prompts, fakes, reals = self._heldout
@@ -469,7 +471,7 @@ class DiscriminatorTrainer:
         self.replay.add(({"prompt": p, "fake": f, "real": batch.reals[int(i)]}
                          for p, f, i in zip(batch.prompts, batch.fakes, pairs)), features)
         every = getattr(self.settings, "heldout_every", 0)
-        if every and getattr(self, "_heldout", None) is not None and self.calls and self.calls % every == 0:
+        if every and self._heldout is not None and self.calls and self.calls % every == 0:
             metrics["discriminator/heldout_auroc"] = self.heldout_auroc()  # the same on every rank: one set
         world = self._world_size()
         if world > 1:
