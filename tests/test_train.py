@@ -191,7 +191,6 @@ def test_caps_taken_from_the_data(tiny_model_dir, demo_data, tmp_path):
 
     from llmgan.models import load_tokenizer
     from llmgan.training.dataset import apply_data_caps, data_caps
-    from llmgan.training.train import train
 
     tok = load_tokenizer(str(tiny_model_dir))
     cfg = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "caps", "data.response_cap_quantile=0.5", "train.steps=1")
@@ -205,11 +204,7 @@ def test_caps_taken_from_the_data(tiny_model_dir, demo_data, tmp_path):
     resolved = apply_data_caps(cfg, caps)
     assert (resolved.generation.max_new_tokens, resolved.discriminator.max_response_tokens) == (cap + 1, cap)
     assert data_caps(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "fixed"), tok) is None
-    run = train(cfg, progress=False)
-    assert json.loads((run / "data_caps.json").read_text()) == caps
-    row = read_metrics(run)[0]
-    # the tiny random model almost never ends a reply: its completions run to the data's cap, not the fixed 6
-    assert 6 < row["generator/completion_length"] <= cap + 1 and "generator/clipped_ratio" in row
+    # that `llmgan train` uses them: test_warmup_until_the_heldout_auroc_stops_rising_and_the_judge_beside_it
     with pytest.raises(Exception, match="response_cap_quantile must be in"):
         tiny_cfg(tiny_model_dir, demo_data, tmp_path / "bad", "data.response_cap_quantile=1.5")
 
@@ -221,8 +216,14 @@ def test_warmup_until_the_heldout_auroc_stops_rising_and_the_judge_beside_it(tin
 
     cfg = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "held", "train.steps=1", "discriminator.warmup_steps=8",
                    "discriminator.heldout_size=10", "discriminator.heldout_every=1", "discriminator.warmup_patience=1",
-                   "discriminator.lr=1e-9")  # a D that cannot learn: its AUROC stays put, the warm-up ends at once
+                   "discriminator.lr=1e-9",  # a D that cannot learn: its AUROC stays put, the warm-up ends at once
+                   "data.response_cap_quantile=0.5")  # and the caps from the data (test_caps_taken_from_the_data)
     run = train(cfg, progress=False)
+    caps = json.loads((run / "data_caps.json").read_text())
+    row = read_metrics(run)[0]
+    # the tiny random model almost never ends a reply: its completions run to the data's cap, not the fixed 6
+    assert caps["generation.max_new_tokens"] > 6
+    assert 6 < row["generator/completion_length"] <= caps["generation.max_new_tokens"] and "generator/clipped_ratio" in row
     rows = [json.loads(x) for x in (run / "warmup.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 0 and "discriminator/heldout_auroc" in rows[0]
     end = rows[-1]
@@ -241,18 +242,16 @@ def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):
     from llmgan.training.runs import checkpoints
     from llmgan.training.sft import sft
 
-    extra = ("train.sft_steps=4", "train.save_every=2", "train.sft_lr=5e-3")
+    extra = ("train.sft_steps=4", "train.save_every=2", "train.sft_lr=5e-3", "train.keep_checkpoints=2")
     full = sft(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "full", *extra), progress=False)
-    assert [p.name for p in checkpoints(full)] == ["checkpoint-4"]  # the newest only
+    assert [p.name for p in checkpoints(full)] == ["checkpoint-2", "checkpoint-4"]
+    # as if killed after step 3: checkpoint-2 complete, a metrics row past it, no final model
     cut = tmp_path / "cut"
     shutil.copytree(full, cut, ignore=shutil.ignore_patterns("checkpoint-4", "final", "plots"))
-    # as if killed after step 3: checkpoint-2 complete, a metrics row past it
-    first = sft(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "first", "train.sft_steps=2", "train.save_every=2",
-                         "train.sft_lr=5e-3"), progress=False)
-    shutil.copytree(first / "checkpoint-2", cut / "checkpoint-2")
     rows = read_metrics(full)
     (cut / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= 3))
     resumed = sft(tiny_cfg(tiny_model_dir, demo_data, cut, *extra), progress=False, resume=True)
+    # steps 3-4 were trained again after checkpoint-2 (step 3's old row dropped), nothing before it
     assert [r["step"] for r in read_metrics(resumed) if "sft/loss" in r] == [r["step"] for r in rows if "sft/loss" in r]
     a = load_file(full / "final" / "generator" / "adapter_model.safetensors")
     b = load_file(resumed / "final" / "generator" / "adapter_model.safetensors")

@@ -29,7 +29,7 @@ def sft(cfg: RunConfig, overwrite: bool = False, progress: bool = True, resume: 
     """Supervised fine-tuning into train.output_dir; returns the run folder. The dataset and the output
     folder are checked before any model loads; a run that fails before it kept anything leaves no folder.
 
-    A checkpoint is written every train.save_every steps (the newest kept, written atomically); `resume`
+    A checkpoint is written every train.save_every steps (atomically; the newest train.keep_checkpoints kept); `resume`
     continues the folder from it (metrics past it dropped first), so an interrupted SFT loses at most
     save_every steps."""
     cfg.validate()
@@ -90,7 +90,7 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool, ckpt: Optional[Path] = N
                                                 "timing/step": (now - t0) / max(state.global_step - step, 1)})
 
         class ResumableSFTTrainer(AtomicCheckpoints, SFTTrainer):
-            keep_checkpoints = 1  # the newest is all a resume needs
+            keep_checkpoints = cfg.train.keep_checkpoints
 
         trainer = ResumableSFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tok,
                                       callbacks=[Log()])
