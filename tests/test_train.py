@@ -256,3 +256,21 @@ def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):
     a = load_file(full / "final" / "generator" / "adapter_model.safetensors")
     b = load_file(resumed / "final" / "generator" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_an_interrupted_warm_start_keeps_its_sft_checkpoints(tmp_path):
+    """A fresh run stopped during its SFT stage (Ctrl-C) keeps the folder when the SFT has a checkpoint, so
+    `llmgan train --resume` can continue it; with nothing kept the folder goes (the retry is not refused)."""
+    from llmgan.training.runs import COMPLETE_MARKER, SFT_DIR, removed_if_nothing_kept
+
+    for with_checkpoint in (True, False):
+        run = tmp_path / f"run-{with_checkpoint}"
+        (run / SFT_DIR).mkdir(parents=True)
+        (run / "config.yaml").write_text("{}")
+        if with_checkpoint:
+            (run / SFT_DIR / "checkpoint-10").mkdir()
+            (run / SFT_DIR / "checkpoint-10" / COMPLETE_MARKER).write_text("10")
+        with pytest.raises(KeyboardInterrupt):
+            with removed_if_nothing_kept(run, fresh=True):
+                raise KeyboardInterrupt
+        assert run.exists() == with_checkpoint

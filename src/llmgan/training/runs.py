@@ -268,12 +268,12 @@ def prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool = False) -> Pa
 
 
 def kept_anything(run_dir: str | Path) -> bool:
-    """Whether a run folder holds results worth keeping: a metrics row, a checkpoint, final models or a
-    finished SFT stage (config.yaml and empty logs alone are not)."""
+    """Whether a run folder holds results worth keeping: a metrics row, a checkpoint, final models, or an SFT
+    stage (finished, or with a checkpoint to resume from) (config.yaml and empty logs alone are not)."""
     run = Path(run_dir)
     metrics = run / "metrics.jsonl"
     return ((metrics.is_file() and metrics.stat().st_size > 0) or bool(checkpoints(run)) or (run / "final").exists()
-            or (run / SFT_DIR / "final").exists())
+            or (run / SFT_DIR / "final").exists() or bool(checkpoints(run / SFT_DIR)))
 
 
 @contextlib.contextmanager
