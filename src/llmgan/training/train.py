@@ -21,6 +21,14 @@ After the last step, with `selection.enabled`, `llmgan select` scores the start 
 checkpoint on the validation split and copies the hardest to detect to RUN/selected/generator (the last
 generator is only a candidate: see `llmgan select --help`).
 
+Other discriminators (docs/discriminator-options.md): `discriminator.architecture=lm` is GAD's, the start
+model's own LM (its first `lm_layers` layers, LoRA) reading prompt and response as tokens, trained end to end;
+`discriminator.mismatched_negatives` adds real replies read after the wrong post as fakes (relevance);
+`discriminator.heldout_size` logs D's AUROC on a fixed held-out set and, with `warmup_patience`, warms D up
+until it stops improving, then scores the same texts with llmgan evaluate's detectors (the teacher should
+not be weaker than the judge); `data.response_cap_quantile` takes the length caps from the data.
+A train.sft_warm_start stage writes checkpoints too, and a resumed run continues it.
+
 How it differs from the textbook GAN and from RLGAF: the discriminator never back-propagates into the
 generator (text is discrete); the generator only sees a scalar reward per completion, and the KL term
 keeps it near the starting model. `train.objective=embedding` instead reproduces the earlier
