@@ -274,3 +274,31 @@ def test_an_interrupted_warm_start_keeps_its_sft_checkpoints(tmp_path):
             with removed_if_nothing_kept(run, fresh=True):
                 raise KeyboardInterrupt
         assert run.exists() == with_checkpoint
+
+
+def test_train_resume_continues_a_cut_short_warm_start(tiny_model_dir, demo_data, tmp_path):
+    """`llmgan train --resume RUN` on a run stopped during its SFT stage continues the SFT from its checkpoint
+    (not from step 0), then trains adversarially."""
+    import dataclasses
+
+    from llmgan.training.runs import SFT_DIR, prepare_run_dir
+    from llmgan.training.sft import sft
+    from llmgan.training.train import train
+
+    extra = ("train.sft_warm_start=true", "train.sft_steps=4", "train.save_every=2", "train.sft_lr=5e-3",
+             "train.steps=1")
+    run = tmp_path / "warm"
+    cfg = tiny_cfg(tiny_model_dir, demo_data, run, *extra)
+    prepare_run_dir(cfg, resume=False)
+    # the state a stop right after the SFT's checkpoint-2 leaves: that checkpoint, steps 1-2 logged, no final model
+    cut = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(run / SFT_DIR), sft_steps=2,
+                                                             sft_warm_start=False))
+    sft(cut, progress=False)
+    shutil.rmtree(run / SFT_DIR / "final")
+    assert (run / SFT_DIR / "checkpoint-2").is_dir()
+    before = read_metrics(run / SFT_DIR)
+    train(cfg, resume=True, progress=False)
+    after = read_metrics(run / SFT_DIR)
+    assert [r["step"] for r in after if "sft/loss" in r] == [1, 2, 3, 4]  # 3-4 after the resume: none twice
+    assert after[:len(before)] == before  # steps 1-2 are the rows written before the stop (a restart rewrites them)
+    assert (run / SFT_DIR / "final" / "generator").is_dir() and [r["step"] for r in read_metrics(run)] == [1]
