@@ -67,3 +67,15 @@ def twon_dir() -> Path:
     if not TWON_DIR.is_dir():
         pytest.skip(f"TWON data not found at {TWON_DIR} (set LLMGAN_TWON_DIR or place ../shared/data/twon)")
     return TWON_DIR
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny tensors: one torch thread is faster, and 2 threads on a busy 2-core box are up to 50x slower.
+    Modules use it with `pytestmark = pytest.mark.usefixtures("torch_one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,13 +14,7 @@ from llmgan.adversarial.losses import bce_loss, bradley_terry_loss
 from llmgan.errors import LlmganError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster, and 2 threads on a busy 2-core box are 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest: tiny tensors, one thread
 
 
 def softplus(x: float) -> float:

@@ -15,12 +15,7 @@ from llmgan.config import DiscriminatorSettings, RewardSettings
 from llmgan.errors import LlmganError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest: tiny tensors, one thread
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from llmgan.adversarial.reward import (REWARD_SHAPES, DiscriminatorReward, group
                                       trl_scale_rewards)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and 2 threads on a busy 2-core box are far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest: tiny tensors, one thread
 
 
 # ---------------------------------------------------------------------------------------------

@@ -307,7 +307,7 @@ class DiscriminatorTrainer:
         state = self.model.state_dict()
         if getattr(self.model, "trainable_only_in_checkpoints", False):
             trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
-            state = {k: v for k, v in state.items() if k in trainable or k.startswith("head.")}
+            state = {k: v for k, v in state.items() if k in trainable}
         return state
 
     def state_dict(self) -> dict:
