@@ -65,6 +65,11 @@ def test_dataset_without_the_split_or_columns_is_refused_before_any_model_loads(
     assert main(["train", f"data.path={broken}", *base]) == 2
     assert "has no column response" in _error_line(capsys)
     assert not (tmp_path / "run").exists()
+    # a held-out AUROC needs a held-out split: training rows would measure memorisation
+    assert main(["train", f"data.path={demo_data}", "data.eval_split=nope", "discriminator.heldout_size=10", *base]) == 2
+    line = _error_line(capsys)
+    assert "discriminator.heldout_size=10 needs the held-out split 'nope'" in line and "data.eval_split" in line
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("command", ["train", "sft"])

@@ -31,6 +31,12 @@ def check_train_data(cfg: RunConfig):
     n = min(len(split), cfg.data.max_train_samples or len(split))
     if n < cfg.train.prompts_per_step:
         raise LlmganError(f"training split has {n} rows, fewer than train.prompts_per_step={cfg.train.prompts_per_step}")
+    if cfg.discriminator.heldout_size and cfg.data.eval_split not in ds:
+        # a held-out AUROC on training rows would measure memorisation, not what the judge sees
+        raise LlmganError(f"discriminator.heldout_size={cfg.discriminator.heldout_size} needs the held-out split "
+                          f"'{cfg.data.eval_split}' (data.eval_split), which {cfg.data.path} lacks (splits: "
+                          f"{', '.join(ds)}); prepare the data with a validation split (`llmgan prepare`) or set "
+                          f"discriminator.heldout_size=0")
     return ds
 
 
