@@ -331,9 +331,7 @@ def prepare(opts: PrepareOptions, console=None) -> dict:
         from llmgan.models import load_tokenizer
 
         tok = load_tokenizer(opts.tokenizer)
-
-        def count_tokens(texts):
-            return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+        count_tokens = lambda texts: [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
 
     kept, report = clean_pairs(prompts, responses, opts.max_response_tokens, count_tokens, scopes=fixed_split)
     if not kept:
