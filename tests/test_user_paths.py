@@ -157,6 +157,35 @@ def test_progress_without_a_terminal_prints_plain_lines():
     assert silent.getvalue() == ""
 
 
+def test_progress_note_is_shown_beside_the_count_in_plain_lines_and_on_a_terminal():
+    import io as stdio
+
+    from llmgan.training.trainer import progress_note
+
+    row = {"step": 9, "discriminator/accuracy": 0.625, "generator/reward_mean": -0.70512, "generator/kl": 0.00213,
+           "generator/completion_length": float("nan"), "timing/step": 60.0}
+    note = progress_note(row)
+    assert note == "step 9: D acc 0.62, reward -0.705, KL 0.0021"  # a NaN is left out, timing is not shown
+    assert progress_note({"step": 1, "timing/step": 3.0}) == ""
+    buf = stdio.StringIO()
+    with io.Progress(True, stream=buf, every_percent=50) as bar:
+        task = bar.add("train", 2)
+        bar.note(task, note)
+        bar.advance(task)
+    assert buf.getvalue().splitlines()[0].endswith("s; " + note), buf.getvalue()
+
+    class Terminal(stdio.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    with io.Progress(True, stream=term, transient=False) as bar:
+        task = bar.add("train", 2)
+        bar.note(task, note)
+        bar.advance(task, 2)
+    assert "D acc 0.62" in term.getvalue()
+
+
 # ---------------------------------------------------------------------------------------------
 # Interruption of `llmgan generate`
 

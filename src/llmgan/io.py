@@ -243,7 +243,8 @@ class Progress:
     """Progress for long work: rich bars on a terminal, and without one (a log file, a batch job) a plain
     line `label: done/total (pct%) elapsed` on stderr every `every_percent` percent. A no-op when disabled.
 
-    Use as a context manager; `add(label, total)` returns a task, `advance(task, n)` moves it.
+    Use as a context manager; `add(label, total)` returns a task, `advance(task, n)` moves it, `note(task, text)`
+    sets a short status shown beside it (live on a terminal, on the next plain line otherwise).
     """
 
     def __init__(self, enabled: bool = True, *, transient: bool = True, every_percent: int = 10,
@@ -261,7 +262,7 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._rich = RichProgress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), TimeRemainingColumn(),
+                                      TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
                                       console=Console(file=self.stream), transient=transient)
 
     def __enter__(self) -> "Progress":
@@ -280,11 +281,19 @@ class Progress:
         if not self.enabled:
             return None
         if self._rich:
-            return self._rich.add_task(label, total=total)
+            return self._rich.add_task(label, total=total, note="")
         task = len(self._tasks)
         self._tasks[task] = {"label": label, "total": max(int(total), 0), "done": 0, "shown": -1,
-                             "t0": time.perf_counter()}
+                             "t0": time.perf_counter(), "note": ""}
         return task
+
+    def note(self, task: Optional[int], text: str) -> None:
+        if not self.enabled or task is None:
+            return
+        if self._rich:
+            self._rich.update(task, note=text)
+        else:
+            self._tasks[task]["note"] = text
 
     def advance(self, task: Optional[int], n: int = 1) -> None:
         if not self.enabled or task is None:
@@ -298,7 +307,8 @@ class Progress:
         step = pct // self.every
         if step > t["shown"] and (pct > 0 or t["done"] == t["total"]):
             t["shown"] = step
-            print(f"{t['label']}: {t['done']}/{t['total']} ({pct}%) {time.perf_counter() - t['t0']:.0f} s",
+            note = f"; {t['note']}" if t["note"] else ""
+            print(f"{t['label']}: {t['done']}/{t['total']} ({pct}%) {time.perf_counter() - t['t0']:.0f} s{note}",
                   file=self.stream, flush=True)
 
     def __bool__(self) -> bool:

@@ -303,6 +303,16 @@ class AdversarialGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
                 self.fault_log.load_state_dict(json.loads(state_file.read_text()))
 
 
+PROGRESS_NOTE = (("discriminator/accuracy", "D acc", "{:.2f}"), ("generator/reward_mean", "reward", "{:.3f}"),
+                 ("generator/kl", "KL", "{:.4f}"), ("generator/completion_length", "length", "{:.1f}"))
+
+
+def progress_note(row: dict) -> str:
+    """The few numbers a user watches during a run, from one metrics row: 'step 9: D acc 0.62, reward -0.705, ...'."""
+    parts = [f"{label} {fmt.format(row[k])}" for k, label, fmt in PROGRESS_NOTE if k in row and math.isfinite(row[k])]
+    return f"step {row['step']}: " + ", ".join(parts) if parts else ""
+
+
 class RunLogger(TrainerCallback):
     """metrics.jsonl + TensorBoard with namespaced keys, samples every N steps, progress (io.Progress)."""
 
@@ -346,6 +356,8 @@ class RunLogger(TrainerCallback):
         for k, v in row.items():
             if k != "step" and math.isfinite(v):
                 self.writer.add_scalar(k, v, state.global_step)
+        if self.bar is not None:
+            self.bar.note(self.task, progress_note(row))
 
     def on_step_end(self, args, state, control, **kw):
         if self.bar is not None:
