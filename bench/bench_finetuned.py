@@ -6,6 +6,8 @@ Sets (validation-split data only; never a test split):
   swap     generated = swap_first_two_words(real), real = the same real replies (texts of >= 4 words)
   upper    generated = real.upper() (the MiniLM blind spot)
   null     two disjoint halves of the real replies (the human floor: should be about 0.5)
+  others   one alteration of the real replies each (ALTERATIONS: inner, stutter, repeat, echo, half_twice,
+           sentences, ...; their docstrings say what each changes and which detector should see it)
 Each pair (generated_i, real_i) is one group, so a text and its altered copy are always in one fold, and
 the folds are those of `llmgan.evaluate.detector_auroc` (generated rows first, groups r_[ids, ids]).
 
@@ -132,6 +134,50 @@ def stutter(text: str) -> str:
     return text
 
 
+def repeat(text: str) -> str:
+    """Say the whole text twice, as a generator caught in a loop does: "so true" -> "so true so true".
+
+    To the n-gram model (sublinear TF-IDF, l2-normalised) the doubled text has the same n-grams at the same
+    relative weights, plus the few that span the seam; to a mean-pooled sentence embedding it is close to
+    the original. A language model sees the copy (its induction heads predict the second half)."""
+    return text + " " + text
+
+
+def half_twice(text: str) -> str:
+    """The first half of the words said twice, so the length stays (almost) the same: "we will win this" ->
+    "we will we will".
+
+    Like `repeat`, a loop, but without the longer text: the n-gram model sees a subset of the text's own
+    n-grams at the same relative weights (plus the seam), a sentence embedding the first half's meaning."""
+    words = text.split(" ")
+    half = words[:(len(words) + 1) // 2]
+    return " ".join(half + half)
+
+
+def swap_sentences(text: str) -> str:
+    """The first two sentences in the other order, separators kept: "Yes. I agree!" -> "I agree! Yes.".
+
+    Every sentence stays as written, so almost every n-gram stays (those at the start of the text and at
+    the seam change); a mean-pooled sentence embedding barely moves. What changes is the discourse order,
+    which only a model that reads the text in order can see. Texts of one sentence are left out."""
+    import re
+
+    parts = re.split(r"(?<=[.!?])(\s+)", text)
+    if len(parts) < 3 or not parts[0].strip() or not parts[2].strip():
+        return text
+    parts[0], parts[2] = parts[2], parts[0]
+    return "".join(parts)
+
+
+def echo(text: str, words: int = 3) -> str:
+    """Repeat the first `words` words at the end: "i think so too" -> "i think so too i think so".
+
+    A loop that starts again and is cut off; adds only word and character n-grams that the text already has,
+    plus those across the seam."""
+    first = text.split()[:words]
+    return text + " " + " ".join(first)
+
+
 def splice(texts: list[str]) -> list[str]:
     """Text i's first half of words followed by text (i+1)'s second half: local n-grams stay real."""
     out = []
@@ -161,7 +207,9 @@ def cap_last(text: str) -> str:
 
 
 ALTERATIONS = {"cap_last": cap_last, "lower_first": lower_first, "rotate": rotate_first_word, "swap": swap_first_two_words, "upper": str.upper,
-               "inner": swap_inner_words, "inner2": lambda t: swap_inner_words(t, 2), "stutter": stutter}
+               "inner": swap_inner_words, "inner2": lambda t: swap_inner_words(t, 2), "stutter": stutter,
+               "repeat": repeat, "echo": echo, "half_twice": half_twice,
+               "sentences": swap_sentences}
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -270,7 +318,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="`llmgan prepare` folder: validation replies for the altered "
                    "sets, train replies for --timing-pairs")
     p.add_argument("--sets", default="base,inner",
-                   help="comma-separated: base, cap_last, lower_first, rotate, swap, inner, inner2, stutter, splice, upper, null")
+                   help="comma-separated: base, cap_last, lower_first, rotate, swap, inner, inner2, stutter, repeat, echo, half_twice, sentences, splice, upper, null")
     p.add_argument("--candidates", default="smol_l8_f4,minilm", help=f"comma-separated from {', '.join(CANDIDATES)}")
     p.add_argument("--linear", default="minilm_lr,ngram_lr", help="linear reference detectors ('' for none)")
     p.add_argument("--pairs", type=int, default=250)
