@@ -231,9 +231,60 @@ def test_warmup_until_the_heldout_auroc_stops_rising_and_the_judge_beside_it(tin
     assert 0 <= end["discriminator/heldout_auroc"] <= 1 and 0 <= end["judge/heldout_auroc_max"] <= 1
     assert end["judge/heldout_auroc_max_detector"] in ("minilm_lr", "ngram_lr")
     assert "discriminator/heldout_auroc" in read_metrics(run)[0]
+    held = [json.loads(x) for x in (run / "heldout.jsonl").read_text().splitlines()]  # kept for a resume
+    assert len(held) == 10 and {"prompt", "real", "fake"} <= set(held[0])
     assert (run / "plots" / "warmup" / "discriminator.png").is_file()
     with pytest.raises(Exception, match="warmup_patience needs"):
         tiny_cfg(tiny_model_dir, demo_data, tmp_path / "bad", "discriminator.warmup_patience=2")
+
+
+def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkeypatch):
+    """discriminator.warmup_pool: one start-model sample per pool prompt, generated once (RUN/warmup_pool.jsonl);
+    warm-up steps take warmup_batch (prompt, sample, real) triples from it, each pass over the pool in a new
+    order; a warm-up started again in the same folder reads the pool back instead of generating it."""
+    import datasets
+
+    from llmgan import generator
+    from llmgan.training import stages
+
+    calls = []
+
+    def fake_generate(model, tok, prompts, **kw):
+        calls.append(len(prompts))
+        return [f"sample for {p[-1]['content']}" for p in prompts]
+
+    monkeypatch.setattr(generator, "generate_responses", fake_generate)
+
+    class RecordingD:
+        def __init__(self):
+            self.steps = []
+
+        def train_step(self, prompts, completions, response):
+            self.steps.append(list(zip([p[-1]["content"] for p in prompts], completions, response)))
+            return {"discriminator/loss": 0.5, "timing/encode": 0.01, "timing/discriminator": 0.02, "other": 1.0}
+
+    rows = datasets.Dataset.from_dict({"prompt": [[{"role": "user", "content": f"post {i}"}] for i in range(10)],
+                                       "response": [f"reply {i}" for i in range(10)]})
+    cfg = load_config(None, ["discriminator.warmup_pool=6", "discriminator.warmup_batch=4", "discriminator.warmup_steps=5"])
+    d = RecordingD()
+    stages.warmup_discriminator(cfg, None, None, rows, d, progress=False, run_dir=tmp_path)
+    assert calls == [6]  # the pool, once (no held-out set here), not once per step
+    pool = [json.loads(x) for x in (tmp_path / "warmup_pool.jsonl").read_text().splitlines()]
+    assert len(pool) == 6 and all(r["fake"] == f"sample for {r['prompt'][-1]['content']}" for r in pool)
+    assert [len(s) for s in d.steps] == [4] * 5
+    seen = [t for s in d.steps for t in s]
+    for post, fake, real in seen:  # every sample goes with its own prompt's real reply
+        assert fake == f"sample for {post}" and real == "reply " + post.split()[-1]
+    once = sorted(r["fake"] for r in pool)
+    assert sorted(t[1] for t in seen[:6]) == once == sorted(t[1] for t in seen[6:12])  # two whole passes
+    log = [json.loads(x) for x in (tmp_path / "warmup.jsonl").read_text().splitlines()]
+    assert log[0]["step"] == 0 and "timing/pool_samples" in log[0]
+    assert [r["step"] for r in log[1:]] == [1, 2, 3, 4, 5]
+    assert all({"timing/generate", "timing/encode", "timing/discriminator", "discriminator/loss"} <= set(r) for r in log[1:])
+    assert all("other" not in r for r in log)
+    calls.clear()
+    stages.warmup_discriminator(cfg, None, None, rows, RecordingD(), progress=False, run_dir=tmp_path)
+    assert calls == []  # the same pool, read back
 
 
 def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):

@@ -115,6 +115,11 @@ class DiscriminatorSettings:
     heldout_every: int = _help("log discriminator/heldout_auroc every N warm-up steps and every N generator steps", 5)
     warmup_patience: int = _help("end the warm-up once heldout_auroc has not risen by 0.005 for this many checks "
                                  "(0 = always warmup_steps, which is the maximum either way; needs heldout_size)", 0)
+    warmup_pool: int = _help("warm up on a fixed pool: this many training prompts get one start-model sample each, "
+                             "once (RUN/warmup_pool.jsonl), and every warm-up step draws its pairs from that pool, "
+                             "epoch after epoch (0 = fresh samples every warm-up step)", 0)
+    warmup_batch: int = _help("pairs per warm-up step with warmup_pool (0 = train.prompts_per_step x "
+                              "generation.num_generations, the game's batch)", 0)
     heldout_judge: bool = _help("at the end of the warm-up, score the held-out set with llmgan evaluate's detectors "
                                 "too (the bar: D at least as strong as the judge)", True)
     mismatched_negatives: float = _help(
@@ -227,6 +232,12 @@ class RunConfig:
                             "(the warm-up stops on the held-out AUROC)")
         elif 0 < d.heldout_size < 10:
             problems.append(f"discriminator.heldout_size must be 0 or at least 10 (got {d.heldout_size})")
+        if d.warmup_pool < 0 or d.warmup_batch < 0:
+            problems.append("discriminator.warmup_pool and warmup_batch must be >= 0")
+        elif d.warmup_batch and not d.warmup_pool:
+            problems.append("discriminator.warmup_batch needs discriminator.warmup_pool > 0 (it sizes the pool's batches)")
+        elif d.warmup_pool and d.warmup_batch > d.warmup_pool:
+            problems.append(f"discriminator.warmup_batch ({d.warmup_batch}) cannot exceed warmup_pool ({d.warmup_pool})")
         if d.lm_layers < 0 or d.lm_lora_rank < 0:
             problems.append("discriminator.lm_layers and discriminator.lm_lora_rank must be >= 0")
         if not 0 <= d.mismatched_negatives <= 1:

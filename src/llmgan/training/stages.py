@@ -10,6 +10,8 @@ from llmgan.config import RunConfig
 from llmgan.io import last_user_message
 
 WARMUP_LOG = "warmup.jsonl"  # RUN/warmup.jsonl: the warm-up's discriminator metrics and held-out AUROC
+HELDOUT_FILE = "heldout.jsonl"  # RUN/heldout.jsonl: D's held-out set (prompt, real, start-model sample)
+POOL_FILE = "warmup_pool.jsonl"  # RUN/warmup_pool.jsonl: discriminator.warmup_pool's start-model samples
 
 
 def sample_eval(model, tok, rows, n: int, seed: int, cfg: RunConfig) -> list[dict]:
@@ -23,48 +25,85 @@ def sample_eval(model, tok, rows, n: int, seed: int, cfg: RunConfig) -> list[dic
     return [{"prompt": last_user_message(p), "real": r, "generated": t} for p, r, t in zip(prompts, rows["response"], texts)]
 
 
-def heldout_set(cfg: RunConfig, model, tok, eval_rows, discriminator) -> Optional[tuple[list, list, list]]:
+def heldout_set(cfg: RunConfig, model, tok, eval_rows, discriminator,
+                run_dir: Optional[Path] = None) -> Optional[tuple[list, list, list]]:
     """discriminator.heldout_size > 0: the first N rows of the held-out split, one start-model sample each at the
-    training sampling (a fixed seed), set as D's held-out set; returns (prompts, fakes, reals) or None."""
-    from llmgan.generator import generate_responses
-
+    training sampling (a fixed seed), set as D's held-out set; returns (prompts, fakes, reals) or None.
+    With `run_dir` the samples are kept in RUN/heldout.jsonl and read back from there by a later call (a
+    resumed run, a warm-up started again), so they are generated once per run."""
     n = min(cfg.discriminator.heldout_size, len(eval_rows)) if eval_rows is not None else 0
     if n <= 0:
         return None
     rows = eval_rows.select(range(n))
     prompts, reals = [list(m) for m in rows["prompt"]], list(rows["response"])
-    g = cfg.generation
-    fakes = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                               top_p=g.top_p, seed=cfg.train.seed * 100003 + 4242, progress=False)
+    fakes = start_model_samples(cfg, model, tok, prompts, reals, cfg.train.seed * 100003 + 4242,
+                                Path(run_dir) / HELDOUT_FILE if run_dir is not None else None)
     discriminator.set_heldout(prompts, fakes, reals)
     return prompts, fakes, reals
+
+
+def start_model_samples(cfg: RunConfig, model, tok, prompts: list, reals: list, seed: int,
+                        path: Optional[Path] = None, progress: bool = False) -> list[str]:
+    """One sample per prompt at the training sampling, seeded. With `path`: read from there when it holds the
+    same prompts and real responses (in order), else generated and written there (JSONL: prompt, real, fake)."""
+    import json
+
+    from llmgan.generator import generate_responses
+    from llmgan.io import write_rows
+
+    if path is not None and path.is_file():
+        try:
+            kept = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, ValueError):
+            kept = []  # unreadable: generated again and rewritten
+        if [r.get("prompt") for r in kept] == prompts and [r.get("real") for r in kept] == reals:
+            return [str(r.get("fake") or "") for r in kept]
+    g = cfg.generation
+    fakes = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                               top_p=g.top_p, seed=seed, progress=progress)
+    if path is not None:
+        write_rows([{"prompt": p, "real": r, "fake": f} for p, r, f in zip(prompts, reals, fakes)], path)
+    return fakes
 
 
 def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progress: bool = True, rank: int = 0,
                          eval_rows=None, run_dir: Optional[Path] = None) -> list[dict]:
     """0. Discriminator-only steps on the starting policy's samples, before the generator moves.
 
+    Each warm-up step is one `discriminator.train_step` (steps_per_generator_step AdamW updates) on a batch of
+    (prompt, start-model sample, real response) triples: by default prompts_per_step x num_generations samples
+    generated fresh for the step; with discriminator.warmup_pool, warmup_batch triples from a pool of
+    start-model samples drawn once (RUN/warmup_pool.jsonl), in a new order every pass over it. Generation is
+    most of a fresh step on a CPU, so a pool buys many more D updates per minute, at the price of seeing each
+    sample several times.
+
     Each process (`rank`) draws its own prompts; D's gradients are averaged over processes, so every
     process ends the warm-up with the same discriminator. With discriminator.heldout_size (and `eval_rows`,
     the held-out split): D's AUROC on a fixed held-out set every heldout_every steps, an early end once it
     stops rising (warmup_patience), and at the end the judge's strongest detector on the same texts
-    (heldout_judge): the teacher should not be weaker than the judge. Rows go to RUN/warmup.jsonl."""
+    (heldout_judge): the teacher should not be weaker than the judge. Rows go to RUN/warmup.jsonl, with
+    each step's time split into timing/generate, timing/encode and timing/discriminator."""
+    import time
+
     import torch
 
     from llmgan.generator import generate_responses
     from llmgan.io import append_jsonl
 
     d = cfg.discriminator
-    held = heldout_set(cfg, model, tok, eval_rows, discriminator)
+    main_dir = Path(run_dir) if run_dir is not None and rank == 0 else None
+    t0 = time.perf_counter()
+    held = heldout_set(cfg, model, tok, eval_rows, discriminator, run_dir=main_dir)
+    first = {"timing/heldout_samples": time.perf_counter() - t0}
     log: list[dict] = []
 
     def record(row: dict) -> None:
         log.append(row)
-        if run_dir is not None and rank == 0:
-            append_jsonl(Path(run_dir) / WARMUP_LOG, row)
+        if main_dir is not None:
+            append_jsonl(main_dir / WARMUP_LOG, row)
 
     def check(step: int, m: dict) -> None:
-        row = {"step": step, **{k: v for k, v in m.items() if k.startswith("discriminator/")}}
+        row = {"step": step, **{k: v for k, v in m.items() if k.startswith(("discriminator/", "timing/"))}}
         if held is not None and (step == 0 or (d.heldout_every and step % d.heldout_every == 0)):
             row["discriminator/heldout_auroc"] = discriminator.heldout_auroc()
         record(row)
@@ -73,21 +112,44 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
             print(f"  D warm-up {step}/{d.warmup_steps}: loss {m.get('discriminator/loss', float('nan')):.3f} "
                   f"acc {m.get('discriminator/accuracy', float('nan')):.2f}" + (f" held-out AUROC {auc:.3f}" if auc else ""))
 
-    if held is not None:
-        check(0, {})
     g = cfg.generation
     rng = torch.Generator().manual_seed(cfg.train.seed + 1 + 7919 * rank)
+    pool = None
+    if d.warmup_pool and d.warmup_steps:
+        t0 = time.perf_counter()
+        idx = torch.randperm(len(train), generator=rng)[: d.warmup_pool].tolist()
+        rows = train.select(idx)
+        prompts, reals = [list(m) for m in rows["prompt"]], list(rows["response"])
+        fakes = start_model_samples(cfg, model, tok, prompts, reals, cfg.train.seed * 100003 + 99991 + 7919 * rank,
+                                    main_dir / POOL_FILE if main_dir is not None else None, progress=progress)
+        pool = (prompts, fakes, reals)
+        first["timing/pool_samples"] = time.perf_counter() - t0
+        if progress:
+            print(f"  D warm-up pool: {len(fakes)} start-model samples ({first['timing/pool_samples']:.0f} s)")
+    if held is not None or pool is not None:
+        check(0, first)
     best = log[0]["discriminator/heldout_auroc"] if held is not None else -1.0  # before any update: the baseline
     stale, steps = 0, 0
+    batch = d.warmup_batch or cfg.train.prompts_per_step * g.num_generations
+    order: list[int] = []
     for step in range(d.warmup_steps):
-        idx = torch.randperm(len(train), generator=rng)[: cfg.train.prompts_per_step].tolist()
-        rows = train.select(idx)
-        prompts = [list(m) for m in rows["prompt"] for _ in range(g.num_generations)]
-        reals = [r for r in rows["response"] for _ in range(g.num_generations)]
-        texts = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                   top_p=g.top_p, seed=cfg.train.seed * 100003 + step + 7919 * rank, progress=False,
-                                   batch_size=len(prompts))
-        check(step + 1, discriminator.train_step(prompts=prompts, completions=texts, response=reals))
+        t0 = time.perf_counter()
+        if pool is not None:
+            if len(order) < batch:  # a new pass over the pool, in a new order
+                order += torch.randperm(len(pool[0]), generator=rng).tolist()
+            take, order = order[:batch], order[batch:]
+            prompts, texts, reals = ([part[i] for i in take] for part in pool)
+        else:
+            idx = torch.randperm(len(train), generator=rng)[: cfg.train.prompts_per_step].tolist()
+            rows = train.select(idx)
+            prompts = [list(m) for m in rows["prompt"] for _ in range(g.num_generations)]
+            reals = [r for r in rows["response"] for _ in range(g.num_generations)]
+            texts = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                                       top_p=g.top_p, seed=cfg.train.seed * 100003 + step + 7919 * rank,
+                                       progress=False, batch_size=len(prompts))
+        generated = time.perf_counter() - t0
+        check(step + 1, {**discriminator.train_step(prompts=prompts, completions=texts, response=reals),
+                         "timing/generate": generated})
         steps = step + 1
         auc = log[-1].get("discriminator/heldout_auroc")
         if auc is not None and d.warmup_patience:

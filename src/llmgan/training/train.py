@@ -26,7 +26,9 @@ model's own LM (its first `lm_layers` layers, LoRA) reading prompt and response 
 `discriminator.mismatched_negatives` adds real replies read after the wrong post as fakes (relevance);
 `discriminator.heldout_size` logs D's AUROC on a fixed held-out set and, with `warmup_patience`, warms D up
 until it stops improving, then scores the same texts with llmgan evaluate's detectors (the teacher should
-not be weaker than the judge); `data.response_cap_quantile` takes the length caps from the data.
+not be weaker than the judge); `discriminator.warmup_pool` warms D up on a pool of start-model samples drawn
+once, pass after pass, instead of generating for every warm-up step; `data.response_cap_quantile` takes the
+length caps from the data.
 A train.sft_warm_start stage writes checkpoints too, and a resumed run continues it.
 
 How it differs from the textbook GAN and from RLGAF: the discriminator never back-propagates into the
@@ -144,8 +146,9 @@ def _run_stages(cfg: RunConfig, state: Any, run_dir: Path, ckpt: Optional[Path],
         warmup_discriminator(cfg, model, tok, parts.train_rows, parts.discriminator, progress, rank=state.process_index,
                              eval_rows=parts.eval_rows, run_dir=run_dir)
     elif cfg.discriminator.heldout_size:
-        # resumed: the same held-out set again (its samples are seeded), for discriminator/heldout_auroc
-        heldout_set(cfg, model, tok, parts.eval_rows, parts.discriminator)
+        # resumed: the same held-out set again (RUN/heldout.jsonl, else the same seeded samples), for
+        # discriminator/heldout_auroc
+        heldout_set(cfg, model, tok, parts.eval_rows, parts.discriminator, run_dir=run_dir if main else None)
     if ckpt is not None and main:
         print(f"resuming from {ckpt}")
     # 1.-5. the adversarial steps: TRL's loop drives AdversarialGRPOTrainer (llmgan.training.trainer)
