@@ -368,7 +368,7 @@ def test_policy_encoder_replay_is_reencoded_every_time():
 
 
 def test_mismatched_prompts_hand_values():
-    from llmgan.adversarial.d_trainer import mismatched_prompts
+    from llmgan.adversarial.batch import mismatched_prompts
 
     assert mismatched_prompts(["a", "a", "b", "c"]) == [2, 2, 3, 0]
     assert mismatched_prompts(["a", "a"]) == [-1, -1] and mismatched_prompts([]) == []
@@ -474,3 +474,33 @@ def test_heldout_auroc_measures_the_teacher_and_is_logged():
     assert rw.metrics["discriminator/heldout_auroc"] == rw.heldout_auroc() > 0.9 > start
     with pytest.raises(ValueError, match="one fake and one real"):
         rw.set_heldout(["a"], ["b", "c"], ["d"])
+
+
+def test_select_rows_keeps_pairs_and_relevance_negatives_hand_values():
+    """A sub-batch of an encoded pool: the chosen fakes, their reals, and the relevance negatives made of those
+    reals with the real reply of the post each is read after (added when missing); indices re-mapped."""
+    from llmgan.adversarial.batch import EncodedBatch, select_rows
+
+    def states(values):  # one token per text, its value = an id we can follow
+        return torch.tensor(values, dtype=torch.float)[:, None, None], torch.ones(len(values), 1, dtype=torch.bool)
+
+    fh, fm = states([10, 11, 12, 13])   # fakes 0-3, of prompts a, a, b, c
+    rh, rm = states([20, 21, 22])       # reals of a, b, c
+    mh, mm = states([30, 31, 32])       # real i read after the prompt of real mis_pair[i]
+    batch = EncodedBatch(["a", "a", "b", "c"], ["f0", "f1", "f2", "f3"], ["ra", "rb", "rc"],
+                         torch.tensor([0, 0, 1, 2]), fh, fm, rh, rm, mh, mm,
+                         mis_pair=torch.tensor([1, 2, 0]), mis_real=torch.tensor([0, 1, 2]))
+    sub = select_rows(batch, [3, 1])
+    assert sub.fakes == ["f3", "f1"] and sub.prompts == ["c", "a"]
+    # reals of the fakes: rc, ra; rb joins as the post that "ra" is misread after (mis 0 -> prompt of rb),
+    # and mis 2 ("rc" after the prompt of ra) needs ra, already in
+    assert sub.reals == ["ra", "rb", "rc"]
+    assert sub.pair.tolist() == [2, 0] and sub.fake_h[:, 0, 0].tolist() == [13, 11]
+    assert sub.real_h[:, 0, 0].tolist() == [20, 21, 22]
+    assert sub.mis_h[:, 0, 0].tolist() == [30, 32]          # the negatives made of ra and rc, not of rb
+    assert sub.mis_real.tolist() == [0, 2] and sub.mis_pair.tolist() == [1, 0]
+    only_b = select_rows(batch, [2])
+    assert only_b.reals == ["rb", "rc"] and only_b.pair.tolist() == [0]
+    assert only_b.mis_real.tolist() == [0] and only_b.mis_pair.tolist() == [1]
+    plain = select_rows(EncodedBatch(["a"], ["f"], ["r"], torch.tensor([0]), *states([1]), *states([2])), [0, 0])
+    assert plain.fakes == ["f", "f"] and plain.mis_h is None and plain.pair.tolist() == [0, 0]

@@ -239,9 +239,9 @@ def test_warmup_until_the_heldout_auroc_stops_rising_and_the_judge_beside_it(tin
 
 
 def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkeypatch):
-    """discriminator.warmup_pool: one start-model sample per pool prompt, generated once (RUN/warmup_pool.jsonl);
-    warm-up steps take warmup_batch (prompt, sample, real) triples from it, each pass over the pool in a new
-    order; a warm-up started again in the same folder reads the pool back instead of generating it."""
+    """discriminator.warmup_pool: one start-model sample per pool prompt, generated and encoded once
+    (RUN/warmup_pool.jsonl); warm-up steps take warmup_batch (prompt, sample, real) triples from it, each pass
+    over the pool in a new order; a warm-up started again in the same folder reads the pool back."""
     import datasets
 
     from llmgan import generator
@@ -255,20 +255,32 @@ def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkey
 
     monkeypatch.setattr(generator, "generate_responses", fake_generate)
 
-    class RecordingD:
-        def __init__(self):
-            self.steps = []
+    from llmgan.adversarial.batch import EncodedBatch, select_rows
 
-        def train_step(self, prompts, completions, response):
-            self.steps.append(list(zip([p[-1]["content"] for p in prompts], completions, response)))
-            return {"discriminator/loss": 0.5, "timing/encode": 0.01, "timing/discriminator": 0.02, "other": 1.0}
+    class RecordingD:  # encodes a text as its length; records what each warm-up step trains on
+        def __init__(self):
+            self.steps, self.encoded = [], 0
+
+        def encode(self, prompts, completions, response):
+            self.encoded += len(completions)
+            h = lambda texts: torch.tensor([[float(len(t))] for t in texts])[:, :, None]  # noqa: E731
+            ones = torch.ones(len(completions), 1, dtype=torch.bool)
+            return EncodedBatch(list(prompts), list(completions), list(response), torch.arange(len(completions)),
+                                h(completions), ones, h(response), ones)
+
+        select = staticmethod(select_rows)
+
+        def train_on(self, batch, steps=None, metrics=None):
+            reals = [batch.reals[i] for i in batch.pair.tolist()]
+            self.steps.append(list(zip([p[-1]["content"] for p in batch.prompts], batch.fakes, reals)))
+            return {**(metrics or {}), "discriminator/loss": 0.5, "timing/discriminator": 0.02, "other": 1.0}
 
     rows = datasets.Dataset.from_dict({"prompt": [[{"role": "user", "content": f"post {i}"}] for i in range(10)],
                                        "response": [f"reply {i}" for i in range(10)]})
     cfg = load_config(None, ["discriminator.warmup_pool=6", "discriminator.warmup_batch=4", "discriminator.warmup_steps=5"])
     d = RecordingD()
     stages.warmup_discriminator(cfg, None, None, rows, d, progress=False, run_dir=tmp_path)
-    assert calls == [6]  # the pool, once (no held-out set here), not once per step
+    assert calls == [6] and d.encoded == 6  # the pool, sampled and encoded once (no held-out set here)
     pool = [json.loads(x) for x in (tmp_path / "warmup_pool.jsonl").read_text().splitlines()]
     assert len(pool) == 6 and all(r["fake"] == f"sample for {r['prompt'][-1]['content']}" for r in pool)
     assert [len(s) for s in d.steps] == [4] * 5
@@ -278,13 +290,31 @@ def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkey
     once = sorted(r["fake"] for r in pool)
     assert sorted(t[1] for t in seen[:6]) == once == sorted(t[1] for t in seen[6:12])  # two whole passes
     log = [json.loads(x) for x in (tmp_path / "warmup.jsonl").read_text().splitlines()]
-    assert log[0]["step"] == 0 and "timing/pool_samples" in log[0]
+    assert log[0]["step"] == 0 and {"timing/pool_samples", "timing/pool_encode"} <= set(log[0])
     assert [r["step"] for r in log[1:]] == [1, 2, 3, 4, 5]
-    assert all({"timing/generate", "timing/encode", "timing/discriminator", "discriminator/loss"} <= set(r) for r in log[1:])
+    assert all({"timing/generate", "timing/discriminator", "discriminator/loss"} <= set(r) for r in log[1:])
     assert all("other" not in r for r in log)
     calls.clear()
     stages.warmup_discriminator(cfg, None, None, rows, RecordingD(), progress=False, run_dir=tmp_path)
     assert calls == []  # the same pool, read back
+
+
+def test_train_warms_d_up_on_a_pool_with_relevance_negatives(tiny_model_dir, demo_data, tmp_path):
+    """The real path of discriminator.warmup_pool: `llmgan train` samples and encodes the pool once, D's updates
+    take sub-batches of it with their relevance negatives, and the game follows."""
+    from llmgan.training.train import train
+
+    run = train(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "pool", "train.steps=1", "discriminator.warmup_steps=3",
+                         "discriminator.warmup_pool=6", "discriminator.warmup_batch=4", "discriminator.heldout_size=10",
+                         "discriminator.condition_on_prompt=true", "discriminator.mismatched_negatives=0.5",
+                         "discriminator.loss=bradley_terry", "discriminator.label_smoothing=0"), progress=False)
+    assert len((run / "warmup_pool.jsonl").read_text().splitlines()) == 6
+    rows = [json.loads(x) for x in (run / "warmup.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["step"] and not r.get("end_of_warmup")]
+    assert len(steps) == 3 and all(math.isfinite(r["discriminator/loss"]) for r in steps)
+    assert all("discriminator/mismatch_accuracy" in r for r in steps)  # the negatives came along in the sub-batches
+    assert all(r["timing/generate"] == 0.0 for r in steps) and rows[0]["timing/pool_encode"] > 0
+    assert read_metrics(run)[0]["discriminator/replay_samples"] > 0  # the game replays pool samples
 
 
 def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):

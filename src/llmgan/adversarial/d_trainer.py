@@ -29,8 +29,6 @@ number of steps (TRL does).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import math
 import time
 import warnings
@@ -38,9 +36,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from llmgan.adversarial import d_checkpoint
+from llmgan.adversarial.batch import (EncodedBatch, balanced_accuracy, mismatched_prompts, pad_cat, prompt_key,
+                                     select_rows)
 from llmgan.adversarial.discriminators import build_discriminator
 from llmgan.adversarial.features import as_text
 from llmgan.adversarial.losses import LOSSES
@@ -48,65 +47,6 @@ from llmgan.adversarial.replay import ReplayBuffer, stack_rows
 from llmgan.adversarial.saturation import SaturationStop, SaturationWatcher
 from llmgan.errors import LlmganError
 
-
-# ---------------------------------------------------------------------------------------------
-# One encoded batch
-
-
-@dataclasses.dataclass
-class _Batch:
-    """One generation batch, encoded. M completions, R unique real responses."""
-
-    prompts: list            # [M] prompt of each completion (str or messages)
-    fakes: list[str]         # [M] completion texts
-    reals: list[str]         # [R] unique real responses
-    pair: torch.Tensor       # [M] long: index into reals of each completion's real response
-    fake_h: torch.Tensor     # [M, Tf, H]
-    fake_m: torch.Tensor     # [M, Tf] bool
-    real_h: torch.Tensor     # [R, Tr, H]
-    real_m: torch.Tensor     # [R, Tr] bool
-    # relevance negatives (discriminator.mismatched_negatives > 0): real response i read after another
-    # prompt of the batch, the prompt of real mis_pair[i]; None when off or the batch has one prompt
-    mis_h: Optional[torch.Tensor] = None     # [R', Tm, H]
-    mis_m: Optional[torch.Tensor] = None     # [R', Tm] bool
-    mis_pair: Optional[torch.Tensor] = None  # [R'] long: index into reals of the prompt each one is read after
-
-
-def _pad_cat(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate (hidden [b_i, T_i, H] or token ids [b_i, T_i], mask [b_i, T_i]) pairs along the batch,
-    right-padding to max T_i."""
-    t = max(h.shape[1] for h, _ in parts)
-    hs, ms = [], []
-    for h, m in parts:
-        pad = t - h.shape[1]
-        hs.append(F.pad(h, (0, pad) if h.ndim == 2 else (0, 0, 0, pad)) if pad else h)  # token ids [b, T]: 2-d
-        ms.append(F.pad(m, (0, pad), value=False) if pad else m)
-    return torch.cat(hs), torch.cat(ms)
-
-
-def _prompt_key(prompt: Any) -> str:
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
-
-
-def mismatched_prompts(prompt_keys: Sequence[str]) -> list[int]:
-    """For each real response i (its prompt's key at i), the index j of another real whose prompt differs,
-    so that (prompt of j, response i) is a reply to the wrong post; -1 where none exists (one prompt).
-
-    Deterministic: the next real (cyclically) with a different prompt. [R] keys -> [R] indices.
-    """
-    n = len(prompt_keys)
-    out = []
-    for i in range(n):
-        j = next((k % n for k in range(i + 1, i + n) if prompt_keys[k % n] != prompt_keys[i]), -1)
-        out.append(j)
-    return out
-
-
-def _balanced_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
-    """Mean of the accuracy on reals (logit > 0) and on fakes (logit < 0)."""
-    parts = [(real_logits > 0).float().mean()] if real_logits.numel() else []
-    parts += [(fake_logits < 0).float().mean()] if fake_logits.numel() else []
-    return float(torch.stack(parts).mean()) if parts else float("nan")
 
 class DiscriminatorTrainer:
     """The discriminator and its training; see the module docstring for the order of calls.
@@ -186,13 +126,13 @@ class DiscriminatorTrainer:
 
     # -- the steps --------------------------------------------------------------------------------
 
-    def encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]]) -> _Batch:
+    def encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]]) -> EncodedBatch:
         """prompts [M], completions [M] (strings or [{role, content}]), response [M] the real reply of each
         completion's prompt -> the batch: fakes and the unique reals, encoded."""
         self.faults = []
         return self._encode(prompts, completions, response)
 
-    def update(self, batch: _Batch, steps: Optional[int] = None) -> dict[str, float]:
+    def update(self, batch: EncodedBatch, steps: Optional[int] = None) -> dict[str, float]:
         """`steps` (default settings.steps_per_generator_step) AdamW updates of D on the batch's reals vs its
         fakes, a share `replay_fraction` of each update's fakes drawn from the replay buffer (the rest a
         fresh random subset of the batch), with the loss `settings.loss`. Returns partial metrics."""
@@ -213,7 +153,7 @@ class DiscriminatorTrainer:
         with torch.no_grad():  # accuracy on fresh samples, before D trains on them
             self.model.eval()
             real_logits, fake_logits = self._logits(batch)
-        metrics["discriminator/accuracy_before_update"] = _balanced_accuracy(real_logits, fake_logits)
+        metrics["discriminator/accuracy_before_update"] = balanced_accuracy(real_logits, fake_logits)
         losses = []
         with torch.enable_grad():  # TRL may call rewards inside no_grad
             for draw in draws:
@@ -227,7 +167,7 @@ class DiscriminatorTrainer:
                 mis = self._mismatched_subset(batch, m)
                 if mis is not None:
                     parts.append((batch.mis_h[mis], batch.mis_m[mis]))
-                hidden, mask = _pad_cat(parts)
+                hidden, mask = pad_cat(parts)
                 self.model.train()
                 with self._own_rng():
                     logits = self.model(hidden, mask)
@@ -268,7 +208,7 @@ class DiscriminatorTrainer:
         metrics["discriminator/skipped_updates"] = float(len(self.faults))
         return metrics
 
-    def score(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """D in eval mode: (real logits [R], fake logits [M]), counted as one scored generator batch; NaN/Inf
         scores of fakes are reported as a fault."""
         real_logits, fake_logits = self._logits(batch)
@@ -280,7 +220,7 @@ class DiscriminatorTrainer:
 
     def score_metrics(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, float]:
         """discriminator/accuracy (balanced), real_score and fake_score (mean sigmoid)."""
-        return {"discriminator/accuracy": _balanced_accuracy(real_logits, fake_logits),
+        return {"discriminator/accuracy": balanced_accuracy(real_logits, fake_logits),
                 "discriminator/real_score": float(torch.sigmoid(real_logits).mean()),
                 "discriminator/fake_score": float(torch.sigmoid(fake_logits).mean())}
 
@@ -290,16 +230,28 @@ class DiscriminatorTrainer:
 
         steps defaults to settings.steps_per_generator_step (at least 1).
         """
-        steps = max(1, self.settings.steps_per_generator_step) if steps is None else steps
         t0 = time.perf_counter()
         batch = self.encode(prompts, completions, response)
-        metrics = {"timing/encode": self._elapsed(t0)}
+        return self.train_on(batch, steps, {"timing/encode": self._elapsed(t0)})
+
+    def train_on(self, batch: EncodedBatch, steps: Optional[int] = None,
+                 metrics: Optional[dict] = None) -> dict[str, float]:
+        """Discriminator-only update on an already encoded batch (a warm-up pool's `select`): update, score
+        metrics, finish; returns the metrics (with `metrics` given merged in)."""
+        steps = max(1, self.settings.steps_per_generator_step) if steps is None else steps
+        metrics = dict(metrics or {})
         t0 = time.perf_counter()
         metrics.update(self.update(batch, steps))
         metrics["timing/discriminator"] = self._elapsed(t0)
         metrics.update(self.score_metrics(*self._logits(batch)))
         self.finish(batch, metrics, None)
         return dict(self.metrics)
+
+    @staticmethod
+    def select(batch: EncodedBatch, fake_rows: Sequence[int]) -> EncodedBatch:
+        """The sub-batch of `batch`'s fakes at `fake_rows` with their reals (`batch.select_rows`): a pool
+        encoded once by `encode` feeds many `train_on` calls."""
+        return select_rows(batch, fake_rows)
 
     def _model_state(self) -> dict:
         """D's weights to save: all of them, or the trainable ones of an architecture that rebuilds the rest
@@ -355,7 +307,7 @@ class DiscriminatorTrainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
 
-    def _encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]]) -> _Batch:
+    def _encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]]) -> EncodedBatch:
         if response is None:
             raise LlmganError(f"the discriminator reward needs the real responses: the training dataset must have a "
                               f"'{self.real_column}' column")
@@ -368,7 +320,7 @@ class DiscriminatorTrainer:
         real_prompts, reals, pair = [], [], []
         for p, r in zip(prompts, response):
             text = as_text(r)
-            key = (_prompt_key(p), text)
+            key = (prompt_key(p), text)
             if key not in index:
                 index[key] = len(reals)
                 real_prompts.append(p)
@@ -377,18 +329,19 @@ class DiscriminatorTrainer:
         cond = self.encoder.condition_on_prompt
         fake_h, fake_m = (t.to(self.device) for t in self.encoder.encode(list(prompts) if cond else None, fakes))
         real_h, real_m = (t.to(self.device) for t in self.encoder.encode(real_prompts if cond else None, reals))
-        batch = _Batch(list(prompts), fakes, reals, torch.tensor(pair, dtype=torch.long, device=self.device),
+        batch = EncodedBatch(list(prompts), fakes, reals, torch.tensor(pair, dtype=torch.long, device=self.device),
                        fake_h, fake_m, real_h, real_m)
         if cond and getattr(self.settings, "mismatched_negatives", 0.0) > 0:
-            other = mismatched_prompts([_prompt_key(p) for p in real_prompts])
+            other = mismatched_prompts([prompt_key(p) for p in real_prompts])
             rows = [i for i, j in enumerate(other) if j >= 0]
             if rows:
                 batch.mis_h, batch.mis_m = (t.to(self.device) for t in self.encoder.encode(
                     [real_prompts[other[i]] for i in rows], [reals[i] for i in rows]))
                 batch.mis_pair = torch.tensor([other[i] for i in rows], dtype=torch.long, device=self.device)
+                batch.mis_real = torch.tensor(rows, dtype=torch.long, device=self.device)
         return batch
 
-    def _mismatched_subset(self, batch: _Batch, m: int) -> Optional[torch.Tensor]:
+    def _mismatched_subset(self, batch: EncodedBatch, m: int) -> Optional[torch.Tensor]:
         """Which relevance negatives join this update: round(mismatched_negatives * M) of them (at most all),
         drawn with D's generator; None when there are none (no draw then, so runs without them are unchanged)."""
         if batch.mis_h is None:
@@ -449,14 +402,14 @@ class DiscriminatorTrainer:
             p.grad.div_(world)
 
     @torch.no_grad()
-    def _logits(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _logits(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """D in eval mode on the batch: (real logits [R], fake logits [M]), one forward."""
         self.model.eval()
-        hidden, mask = _pad_cat([(batch.real_h, batch.real_m), (batch.fake_h, batch.fake_m)])
+        hidden, mask = pad_cat([(batch.real_h, batch.real_m), (batch.fake_h, batch.fake_m)])
         logits = self.model(hidden, mask).float()
         return logits[:len(batch.reals)], logits[len(batch.reals):]
 
-    def finish(self, batch: _Batch, metrics: dict[str, float], log_metric: Optional[Callable]) -> None:
+    def finish(self, batch: EncodedBatch, metrics: dict[str, float], log_metric: Optional[Callable]) -> None:
         """Push this batch's fakes to the replay buffer, average metrics over ranks, publish them."""
         pairs = batch.pair.tolist()
         features = None

@@ -73,9 +73,9 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
     Each warm-up step is one `discriminator.train_step` (steps_per_generator_step AdamW updates) on a batch of
     (prompt, start-model sample, real response) triples: by default prompts_per_step x num_generations samples
     generated fresh for the step; with discriminator.warmup_pool, warmup_batch triples from a pool of
-    start-model samples drawn once (RUN/warmup_pool.jsonl), in a new order every pass over it. Generation is
-    most of a fresh step on a CPU, so a pool buys many more D updates per minute, at the price of seeing each
-    sample several times.
+    start-model samples drawn once (RUN/warmup_pool.jsonl) and encoded once, in a new order every pass over
+    it. Sampling and encoding are most of a fresh step on a CPU, so a pool buys many more D updates per
+    minute, at the price of seeing each sample several times.
 
     Each process (`rank`) draws its own prompts; D's gradients are averaged over processes, so every
     process ends the warm-up with the same discriminator. With discriminator.heldout_size (and `eval_rows`,
@@ -122,10 +122,14 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
         prompts, reals = [list(m) for m in rows["prompt"]], list(rows["response"])
         fakes = start_model_samples(cfg, model, tok, prompts, reals, cfg.train.seed * 100003 + 99991 + 7919 * rank,
                                     main_dir / POOL_FILE if main_dir is not None else None, progress=progress)
-        pool = (prompts, fakes, reals)
         first["timing/pool_samples"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # encoded once: the policy does not move during the warm-up, so its states of a text stay the same
+        pool = discriminator.encode(prompts, fakes, reals)
+        first["timing/pool_encode"] = time.perf_counter() - t0
         if progress:
-            print(f"  D warm-up pool: {len(fakes)} start-model samples ({first['timing/pool_samples']:.0f} s)")
+            print(f"  D warm-up pool: {len(fakes)} start-model samples ({first['timing/pool_samples']:.0f} s), "
+                  f"encoded ({first['timing/pool_encode']:.0f} s)")
     if held is not None or pool is not None:
         check(0, first)
     best = log[0]["discriminator/heldout_auroc"] if held is not None else -1.0  # before any update: the baseline
@@ -133,13 +137,13 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
     batch = d.warmup_batch or cfg.train.prompts_per_step * g.num_generations
     order: list[int] = []
     for step in range(d.warmup_steps):
-        t0 = time.perf_counter()
         if pool is not None:
             if len(order) < batch:  # a new pass over the pool, in a new order
-                order += torch.randperm(len(pool[0]), generator=rng).tolist()
+                order += torch.randperm(len(pool.fakes), generator=rng).tolist()
             take, order = order[:batch], order[batch:]
-            prompts, texts, reals = ([part[i] for i in take] for part in pool)
+            check(step + 1, discriminator.train_on(discriminator.select(pool, take), metrics={"timing/generate": 0.0}))
         else:
+            t0 = time.perf_counter()
             idx = torch.randperm(len(train), generator=rng)[: cfg.train.prompts_per_step].tolist()
             rows = train.select(idx)
             prompts = [list(m) for m in rows["prompt"] for _ in range(g.num_generations)]
@@ -147,9 +151,9 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
             texts = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                                        top_p=g.top_p, seed=cfg.train.seed * 100003 + step + 7919 * rank,
                                        progress=False, batch_size=len(prompts))
-        generated = time.perf_counter() - t0
-        check(step + 1, {**discriminator.train_step(prompts=prompts, completions=texts, response=reals),
-                         "timing/generate": generated})
+            generated = time.perf_counter() - t0
+            check(step + 1, {**discriminator.train_step(prompts=prompts, completions=texts, response=reals),
+                             "timing/generate": generated})
         steps = step + 1
         auc = log[-1].get("discriminator/heldout_auroc")
         if auc is not None and d.warmup_patience:
