@@ -17,9 +17,10 @@ Variants (--variants):
   probe_LAYERS                     logistic regression (sklearn, standardised, C by 5-fold CV on the pool) on
                                    mean-pooled states, one fit per layer in LAYERS (e.g. probe_4,8,15,22,30)
   lm                               the start model's first 8 layers, LoRA rank 16, a head on the last token,
-                                   Bradley-Terry (`discriminator.architecture=lm`); slow: about 10 s an update
+                                   Bradley-Terry (`discriminator.architecture=lm`); slow: about 9 s an update
 The trained variants run --epochs passes over the pool with AdamW (batch --batch pairs, one update per
-batch) and report the held-out AUROC after epochs 1, 2, 4, 8, ... The held-out set is the validation split:
+batch; no label smoothing, no replay, unlike `llmgan train`'s warm-up) and report the held-out AUROC after
+epochs 1, 2, 4, 8, ... The held-out set is the validation split:
 nothing here looks at a test split.
 
 Example (docs/discriminator-options.md, "A teacher from a pool"):
@@ -52,7 +53,7 @@ from llmgan.adversarial.features import HiddenStateEncoder, TokenEncoder  # noqa
 from llmgan.adversarial.losses import LOSSES  # noqa: E402
 from llmgan.stats import rank_auroc  # noqa: E402
 
-MAX_TOKENS = 48  # response tokens read (the shipped configs' discriminator.max_response_tokens)
+MAX_TOKENS = 48  # response tokens read: the config's discriminator.max_response_tokens (set in main)
 
 
 def samples(cfg, model, tok, rows, seed: int, path: Path) -> list[dict]:
@@ -161,6 +162,8 @@ def main() -> int:
 
     torch.manual_seed(0)
     cfg = load_config(args.config, [f"model.name={args.model}", f"data.path={args.data}"])
+    global MAX_TOKENS
+    MAX_TOKENS = cfg.discriminator.max_response_tokens
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     tok, policy = build_policy(cfg)

@@ -1,8 +1,9 @@
 """Plot the discriminator's held-out AUROC during the warm-up of several runs, against the judge on the same texts.
 
 Reads RUN/warmup.jsonl (written by `llmgan train` with discriminator.heldout_size) and RUN/config.yaml of each
-run; the x axis is D's optimizer updates (warm-up step x discriminator.steps_per_generator_step), so runs with
-different batches and schedules line up by work done. The judge's value (`judge/heldout_auroc_max`, the
+run; the x axis is D's optimizer updates (warm-up step x discriminator.steps_per_generator_step), so runs
+line up by number of updates (not by time: an update of one D can cost far more than another's). A warm-up
+that was started again appends to warmup.jsonl; only its last attempt (from the last step-0 row) is drawn. The judge's value (`judge/heldout_auroc_max`, the
 strongest `llmgan evaluate` detector on the run's held-out texts) is a dashed line, drawn once per value.
 
   python bench/plot_warmup.py runs/lmd-warm-reply-lr1e-4 runs/r10-reply-pool \\
@@ -37,6 +38,8 @@ def main() -> int:
     for i, (run, label) in enumerate(zip(args.runs, labels)):
         run = Path(run)
         rows = [json.loads(x) for x in (run / "warmup.jsonl").read_text().splitlines() if x.strip()]
+        starts = [j for j, r in enumerate(rows) if r.get("step") == 0 and not r.get("end_of_warmup")]
+        rows = rows[starts[-1]:] if starts else rows  # the last attempt
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         k = max(1, int(cfg["discriminator"]["steps_per_generator_step"]))
         points = [(r["step"] * k, r["discriminator/heldout_auroc"]) for r in rows

@@ -486,21 +486,24 @@ def test_select_rows_keeps_pairs_and_relevance_negatives_hand_values():
 
     fh, fm = states([10, 11, 12, 13])   # fakes 0-3, of prompts a, a, b, c
     rh, rm = states([20, 21, 22])       # reals of a, b, c
-    mh, mm = states([30, 31, 32])       # real i read after the prompt of real mis_pair[i]
+    mh, mm = states([32, 30])           # negatives: "rc" read after post a, "ra" read after post b
     batch = EncodedBatch(["a", "a", "b", "c"], ["f0", "f1", "f2", "f3"], ["ra", "rb", "rc"],
                          torch.tensor([0, 0, 1, 2]), fh, fm, rh, rm, mh, mm,
-                         mis_pair=torch.tensor([1, 2, 0]), mis_real=torch.tensor([0, 1, 2]))
+                         mis_pair=torch.tensor([0, 1]), mis_real=torch.tensor([2, 0]))
     sub = select_rows(batch, [3, 1])
     assert sub.fakes == ["f3", "f1"] and sub.prompts == ["c", "a"]
-    # reals of the fakes: rc, ra; rb joins as the post that "ra" is misread after (mis 0 -> prompt of rb),
-    # and mis 2 ("rc" after the prompt of ra) needs ra, already in
+    # reals of the fakes: rc, ra; rb joins as the post that "ra" is misread after
     assert sub.reals == ["ra", "rb", "rc"]
     assert sub.pair.tolist() == [2, 0] and sub.fake_h[:, 0, 0].tolist() == [13, 11]
     assert sub.real_h[:, 0, 0].tolist() == [20, 21, 22]
-    assert sub.mis_h[:, 0, 0].tolist() == [30, 32]          # the negatives made of ra and rc, not of rb
-    assert sub.mis_real.tolist() == [0, 2] and sub.mis_pair.tolist() == [1, 0]
-    only_b = select_rows(batch, [2])
-    assert only_b.reals == ["rb", "rc"] and only_b.pair.tolist() == [0]
-    assert only_b.mis_real.tolist() == [0] and only_b.mis_pair.tolist() == [1]
+    assert sub.mis_h[:, 0, 0].tolist() == [32, 30]          # both negatives: made of rc and of ra
+    assert sub.mis_real.tolist() == [2, 0] and sub.mis_pair.tolist() == [0, 1]
+    only_b = select_rows(batch, [2])  # no negative is made of rb
+    assert only_b.reals == ["rb"] and only_b.pair.tolist() == [0] and only_b.mis_h is None
+    only_a = select_rows(batch, [0])  # "ra" after post b: rb comes along as its pair
+    assert only_a.reals == ["ra", "rb"] and only_a.mis_h[:, 0, 0].tolist() == [30]
+    assert only_a.mis_real.tolist() == [0] and only_a.mis_pair.tolist() == [1]
+    for part in (sub, only_a):
+        assert (part.mis_pair >= 0).all() and (part.mis_real >= 0).all() and (part.pair >= 0).all()
     plain = select_rows(EncodedBatch(["a"], ["f"], ["r"], torch.tensor([0]), *states([1]), *states([2])), [0, 0])
     assert plain.fakes == ["f", "f"] and plain.mis_h is None and plain.pair.tolist() == [0, 0]

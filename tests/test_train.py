@@ -297,6 +297,13 @@ def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkey
     calls.clear()
     stages.warmup_discriminator(cfg, None, None, rows, RecordingD(), progress=False, run_dir=tmp_path)
     assert calls == []  # the same pool, read back
+    other = load_config(None, ["discriminator.warmup_pool=6", "discriminator.warmup_steps=1", "generation.temperature=0.7"])
+    stages.warmup_discriminator(other, None, None, rows, RecordingD(), progress=False, run_dir=tmp_path)
+    assert calls == [6]  # other sampling settings: sampled again, not read back
+    d = RecordingD()
+    stages.warmup_discriminator(load_config(None, ["discriminator.warmup_pool=3", "discriminator.warmup_steps=2"]),
+                                None, None, rows, d, progress=False)
+    assert [len(s) for s in d.steps] == [16, 16]  # the default batch (4 prompts x 4) from a pool of 3: passes repeat
 
 
 def test_train_warms_d_up_on_a_pool_with_relevance_negatives(tiny_model_dir, demo_data, tmp_path):
@@ -315,6 +322,10 @@ def test_train_warms_d_up_on_a_pool_with_relevance_negatives(tiny_model_dir, dem
     assert all("discriminator/mismatch_accuracy" in r for r in steps)  # the negatives came along in the sub-batches
     assert all(r["timing/generate"] == 0.0 for r in steps) and rows[0]["timing/pool_encode"] > 0
     assert read_metrics(run)[0]["discriminator/replay_samples"] > 0  # the game replays pool samples
+    from llmgan.training.runs import prepare_run_dir
+
+    prepare_run_dir(load_config(str(run / "config.yaml")), resume=False, overwrite=True)  # its files are a run's
+    assert not (run / "warmup_pool.jsonl").exists() and not (run / "heldout.jsonl").exists()
 
 
 def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):

@@ -77,7 +77,8 @@ def select_rows(batch: EncodedBatch, fake_rows: Sequence[int]) -> EncodedBatch:
     mis = []
     if batch.mis_h is not None and batch.mis_real is not None:
         mis = [k for k, i in enumerate(batch.mis_real.tolist()) if i in keep]
-        keep |= {int(batch.mis_pair[k]) for k in mis}
+        partner = batch.mis_pair.tolist()
+        keep |= {partner[k] for k in mis}
     reals = sorted(keep)
     new_index = torch.full((len(batch.reals),), -1, dtype=torch.long, device=device)
     new_index[torch.as_tensor(reals, dtype=torch.long, device=device)] = torch.arange(len(reals), device=device)

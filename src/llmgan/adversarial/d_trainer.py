@@ -240,6 +240,7 @@ class DiscriminatorTrainer:
         metrics, finish; returns the metrics (with `metrics` given merged in)."""
         steps = max(1, self.settings.steps_per_generator_step) if steps is None else steps
         metrics = dict(metrics or {})
+        self.faults = []  # this call's skipped updates only (a pool is encoded once, before many calls)
         t0 = time.perf_counter()
         metrics.update(self.update(batch, steps))
         metrics["timing/discriminator"] = self._elapsed(t0)
@@ -249,8 +250,8 @@ class DiscriminatorTrainer:
 
     @staticmethod
     def select(batch: EncodedBatch, fake_rows: Sequence[int]) -> EncodedBatch:
-        """The sub-batch of `batch`'s fakes at `fake_rows` with their reals (`batch.select_rows`): a pool
-        encoded once by `encode` feeds many `train_on` calls."""
+        """The sub-batch of `batch`'s fakes at `fake_rows` with their reals (`adversarial.batch.select_rows`):
+        a pool encoded once by `encode` feeds many `train_on` calls."""
         return select_rows(batch, fake_rows)
 
     def _model_state(self) -> dict:

@@ -1,8 +1,8 @@
 """The run folder: its layout, checkpoints (complete or not), resume, log truncation, the final models.
 
 A run folder holds config.yaml (resolved), metrics.jsonl, faults.jsonl, tensorboard/, samples/, plots/,
-checkpoint-N/ folders (each with a COMPLETE marker once whole), final/ and, for some runs, sft/ and
-selection/ + selected/. Checkpoints are written under .staging/ and renamed into place, so a run killed
+checkpoint-N/ folders (each with a COMPLETE marker once whole), final/ and, for some runs, sft/,
+selection/ + selected/, data_caps.json, and the warm-up's warmup.jsonl, heldout.jsonl and warmup_pool.jsonl. Checkpoints are written under .staging/ and renamed into place, so a run killed
 at any moment has only complete checkpoints. Every file a run writes has a fixed name inside the folder.
 """
 
@@ -230,7 +230,7 @@ class AtomicCheckpoints:
 RUN_FOLDER_ENTRIES = ("config.yaml", "metrics.jsonl", "faults.jsonl", "tensorboard", "plots", "samples", "final", "sft",
                       "selection", "selected",
                       "samples_before_after.json", "README.md", "completions", STAGING_DIR, ".final.tmp",
-                      "data_caps.json", "warmup.jsonl")
+                      "data_caps.json", "warmup.jsonl", "heldout.jsonl", "warmup_pool.jsonl")  # the last three: stages.py
 """What `llmgan train` (and TRL: README.md model card) writes at the top of a run folder, besides checkpoint-N."""
 
 

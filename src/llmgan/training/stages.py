@@ -25,44 +25,51 @@ def sample_eval(model, tok, rows, n: int, seed: int, cfg: RunConfig) -> list[dic
     return [{"prompt": last_user_message(p), "real": r, "generated": t} for p, r, t in zip(prompts, rows["response"], texts)]
 
 
-def heldout_set(cfg: RunConfig, model, tok, eval_rows, discriminator,
-                run_dir: Optional[Path] = None) -> Optional[tuple[list, list, list]]:
+def heldout_set(cfg: RunConfig, model, tok, eval_rows, discriminator, run_dir: Optional[Path] = None,
+                read_back: bool = True) -> Optional[tuple[list, list, list]]:
     """discriminator.heldout_size > 0: the first N rows of the held-out split, one start-model sample each at the
     training sampling (a fixed seed), set as D's held-out set; returns (prompts, fakes, reals) or None.
-    With `run_dir` the samples are kept in RUN/heldout.jsonl and read back from there by a later call (a
-    resumed run, a warm-up started again), so they are generated once per run."""
+    With `run_dir` the samples are kept in RUN/heldout.jsonl and, with `read_back`, read back from there by a
+    later call (a resumed run, a warm-up started again), so they are generated once per run. Several processes
+    pass read_back=False: every rank then samples (the same seeded texts), as every rank must run the same
+    generation calls."""
     n = min(cfg.discriminator.heldout_size, len(eval_rows)) if eval_rows is not None else 0
     if n <= 0:
         return None
     rows = eval_rows.select(range(n))
     prompts, reals = [list(m) for m in rows["prompt"]], list(rows["response"])
     fakes = start_model_samples(cfg, model, tok, prompts, reals, cfg.train.seed * 100003 + 4242,
-                                Path(run_dir) / HELDOUT_FILE if run_dir is not None else None)
+                                Path(run_dir) / HELDOUT_FILE if run_dir is not None else None, read_back=read_back)
     discriminator.set_heldout(prompts, fakes, reals)
     return prompts, fakes, reals
 
 
 def start_model_samples(cfg: RunConfig, model, tok, prompts: list, reals: list, seed: int,
-                        path: Optional[Path] = None, progress: bool = False) -> list[str]:
-    """One sample per prompt at the training sampling, seeded. With `path`: read from there when it holds the
-    same prompts and real responses (in order), else generated and written there (JSONL: prompt, real, fake)."""
+                        path: Optional[Path] = None, progress: bool = False, read_back: bool = True) -> list[str]:
+    """One sample per prompt at the training sampling, seeded. With `path` they are written there (JSONL:
+    prompt, real, fake, and `sampling`: the model, seed and generation settings that made them); with
+    `read_back` too, a file there that holds the same prompts, real responses and sampling is read instead."""
     import json
 
     from llmgan.generator import generate_responses
     from llmgan.io import write_rows
 
-    if path is not None and path.is_file():
+    g = cfg.generation
+    sampling = {"model": str(cfg.model.name), "seed": seed, "temperature": g.temperature, "top_p": g.top_p,
+                "max_new_tokens": g.max_new_tokens}
+    if path is not None and read_back and path.is_file():
         try:
             kept = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except (OSError, ValueError):
             kept = []  # unreadable: generated again and rewritten
-        if [r.get("prompt") for r in kept] == prompts and [r.get("real") for r in kept] == reals:
+        if ([r.get("prompt") for r in kept] == prompts and [r.get("real") for r in kept] == reals
+                and all(r.get("sampling") == sampling for r in kept)):
             return [str(r.get("fake") or "") for r in kept]
-    g = cfg.generation
     fakes = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                                top_p=g.top_p, seed=seed, progress=progress)
     if path is not None:
-        write_rows([{"prompt": p, "real": r, "fake": f} for p, r, f in zip(prompts, reals, fakes)], path)
+        write_rows([{"prompt": p, "real": r, "fake": f, "sampling": sampling}
+                    for p, r, f in zip(prompts, reals, fakes)], path)
     return fakes
 
 
@@ -70,19 +77,24 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
                          eval_rows=None, run_dir: Optional[Path] = None) -> list[dict]:
     """0. Discriminator-only steps on the starting policy's samples, before the generator moves.
 
-    Each warm-up step is one `discriminator.train_step` (steps_per_generator_step AdamW updates) on a batch of
-    (prompt, start-model sample, real response) triples: by default prompts_per_step x num_generations samples
-    generated fresh for the step; with discriminator.warmup_pool, warmup_batch triples from a pool of
-    start-model samples drawn once (RUN/warmup_pool.jsonl) and encoded once, in a new order every pass over
-    it. Sampling and encoding are most of a fresh step on a CPU, so a pool buys many more D updates per
-    minute, at the price of seeing each sample several times.
+    Each warm-up step makes steps_per_generator_step AdamW updates of D on a batch of (prompt, start-model
+    sample, real response) triples (replay included, as in the game): by default prompts_per_step x
+    num_generations samples generated fresh for the step (`discriminator.train_step`); with
+    discriminator.warmup_pool, warmup_batch triples from a pool of start-model samples drawn once
+    (RUN/warmup_pool.jsonl) and encoded once (`discriminator.select`, `train_on`), in a new order every pass
+    over it (a batch that spans two passes may hold one triple twice). Sampling and encoding are most of a
+    fresh step on a CPU, so a pool buys many more D updates per minute, at the price of seeing each sample
+    several times. The pool stays encoded on D's device for the warm-up (for a large encoder: pool x
+    response tokens x hidden size floats, three times over with relevance negatives).
 
     Each process (`rank`) draws its own prompts; D's gradients are averaged over processes, so every
     process ends the warm-up with the same discriminator. With discriminator.heldout_size (and `eval_rows`,
     the held-out split): D's AUROC on a fixed held-out set every heldout_every steps, an early end once it
     stops rising (warmup_patience), and at the end the judge's strongest detector on the same texts
     (heldout_judge): the teacher should not be weaker than the judge. Rows go to RUN/warmup.jsonl, with
-    each step's time split into timing/generate, timing/encode and timing/discriminator."""
+    each step's time split into timing/generate, timing/encode (fresh samples only; a pool's encoding is
+    timing/pool_encode in the step-0 row) and timing/discriminator. With several processes nothing is read
+    back from the run folder: every rank samples, so all of them run the same generation calls."""
     import time
 
     import torch
@@ -92,8 +104,10 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
 
     d = cfg.discriminator
     main_dir = Path(run_dir) if run_dir is not None and rank == 0 else None
+    dist = torch.distributed
+    single = not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
     t0 = time.perf_counter()
-    held = heldout_set(cfg, model, tok, eval_rows, discriminator, run_dir=main_dir)
+    held = heldout_set(cfg, model, tok, eval_rows, discriminator, run_dir=main_dir, read_back=single)
     first = {"timing/heldout_samples": time.perf_counter() - t0}
     log: list[dict] = []
 
@@ -121,7 +135,8 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
         rows = train.select(idx)
         prompts, reals = [list(m) for m in rows["prompt"]], list(rows["response"])
         fakes = start_model_samples(cfg, model, tok, prompts, reals, cfg.train.seed * 100003 + 99991 + 7919 * rank,
-                                    main_dir / POOL_FILE if main_dir is not None else None, progress=progress)
+                                    main_dir / POOL_FILE if main_dir is not None else None, progress=progress,
+                                    read_back=single)
         first["timing/pool_samples"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # encoded once: the policy does not move during the warm-up, so its states of a text stay the same
@@ -138,7 +153,7 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
     order: list[int] = []
     for step in range(d.warmup_steps):
         if pool is not None:
-            if len(order) < batch:  # a new pass over the pool, in a new order
+            while len(order) < batch:  # a new pass over the pool, in a new order
                 order += torch.randperm(len(pool.fakes), generator=rng).tolist()
             take, order = order[:batch], order[batch:]
             check(step + 1, discriminator.train_on(discriminator.select(pool, take), metrics={"timing/generate": 0.0}))

@@ -148,7 +148,8 @@ def _run_stages(cfg: RunConfig, state: Any, run_dir: Path, ckpt: Optional[Path],
     elif cfg.discriminator.heldout_size:
         # resumed: the same held-out set again (RUN/heldout.jsonl, else the same seeded samples), for
         # discriminator/heldout_auroc
-        heldout_set(cfg, model, tok, parts.eval_rows, parts.discriminator, run_dir=run_dir if main else None)
+        heldout_set(cfg, model, tok, parts.eval_rows, parts.discriminator, run_dir=run_dir if main else None,
+                    read_back=state.num_processes == 1)
     if ckpt is not None and main:
         print(f"resuming from {ckpt}")
     # 1.-5. the adversarial steps: TRL's loop drives AdversarialGRPOTrainer (llmgan.training.trainer)
