@@ -157,7 +157,7 @@ def main() -> int:
     from llmgan.config import load_config
     from llmgan.evaluation import score_for_selection
     from llmgan.io import last_user_message
-    from llmgan.models import build_policy, load_model, load_tokenizer
+    from llmgan.models import build_policy, is_peft_model, load_model
     from llmgan.training.dataset import load_train_dataset
 
     torch.manual_seed(0)
@@ -173,7 +173,6 @@ def main() -> int:
     pool = samples(cfg, policy, tok, train.select(pick), 777, work / "pool.jsonl")
     held = samples(cfg, policy, tok, val.select(range(min(args.heldout, len(val)))), cfg.train.seed * 100003 + 4242,
                    work / "heldout.jsonl")
-    del policy
     rows: list[dict] = []
     judge = score_for_selection([last_user_message(r["prompt"]) for r in held], [r["real"] for r in held],
                                 [r["fake"] for r in held], seed=0)
@@ -189,18 +188,19 @@ def main() -> int:
             variants[-1] += "," + token
         else:
             variants.append(token)
-    tok = load_tokenizer(args.model)
-    model = load_model(args.model, dtype="float32")
-    model.eval()
+    # the encoders read the sampling policy itself with its (fresh, zero) LoRA adapters off: the start model,
+    # without loading it again
+    model = policy
     kwargs = dict(condition_on_prompt=True, max_response_tokens=MAX_TOKENS, max_prompt_tokens=cfg.data.max_prompt_tokens)
     width = int(model.config.hidden_size)
+    off = dict(disable_adapters=is_peft_model(model))
     for v in [v for v in variants if v.startswith("probe_")]:
         from sklearn.linear_model import LogisticRegressionCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
         layers = [int(x) for x in v[len("probe_"):].split(",")]
-        enc = LayersEncoder(model, tok, layer=-1, early_exit=False, layers=layers, **kwargs)
+        enc = LayersEncoder(model, tok, layer=-1, early_exit=False, layers=layers, **off, **kwargs)
         t0 = time.perf_counter()
         f = {k: pooled(*encode(enc, part, key)).numpy() for k, part, key in
              [("pr", pool, "real"), ("pf", pool, "fake"), ("hr", held, "real"), ("hf", held, "fake")]}
@@ -215,7 +215,7 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
     states = [v for v in variants if v.startswith(("transformer", "linear"))]
     if states:
-        enc = HiddenStateEncoder(model, tok, layer=args.layer, **kwargs)
+        enc = HiddenStateEncoder(model, tok, layer=args.layer, **off, **kwargs)
         t0 = time.perf_counter()
         f = {k: encode(enc, part, key) for k, part, key in
              [("pr", pool, "real"), ("pf", pool, "fake"), ("hr", held, "real"), ("hf", held, "fake")]}

@@ -2,8 +2,9 @@
 
 A run folder holds config.yaml (resolved), metrics.jsonl, faults.jsonl, tensorboard/, samples/, plots/,
 checkpoint-N/ folders (each with a COMPLETE marker once whole), final/ and, for some runs, sft/,
-selection/ + selected/, data_caps.json, and the warm-up's warmup.jsonl, heldout.jsonl and warmup_pool.jsonl. Checkpoints are written under .staging/ and renamed into place, so a run killed
-at any moment has only complete checkpoints. Every file a run writes has a fixed name inside the folder.
+selection/ + selected/, data_caps.json, and the warm-up's warmup.jsonl, heldout.jsonl and warmup_pool.jsonl.
+Checkpoints are written under .staging/ and renamed into place, so a run killed at any moment has only
+complete checkpoints. Every file a run writes has a fixed name inside the folder.
 """
 
 from __future__ import annotations
