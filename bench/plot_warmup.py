@@ -4,7 +4,8 @@ Reads RUN/warmup.jsonl (written by `llmgan train` with discriminator.heldout_siz
 run; the x axis is D's optimizer updates (warm-up step x discriminator.steps_per_generator_step), so runs
 line up by number of updates (not by time: an update of one D can cost far more than another's). A warm-up
 that was started again appends to warmup.jsonl; only its last attempt (from the last step-0 row) is drawn. The judge's value (`judge/heldout_auroc_max`, the
-strongest `llmgan evaluate` detector on the run's held-out texts) is a dashed line, drawn once per value.
+strongest `llmgan evaluate` detector on the run's held-out texts) is a dashed line in the run's colour, drawn once
+per value (runs that share a held-out set share the first one's line).
 
   python bench/plot_warmup.py runs/lmd-warm-reply-lr1e-4 runs/r10-reply-pool \\
       --labels "LM D, fresh samples" "transformer D, pool of 512" -o docs/results/issue14/warmup-teachers.png
@@ -50,8 +51,8 @@ def main() -> int:
         if judge and round(judge[-1]["judge/heldout_auroc_max"], 4) not in drawn:  # runs on one held-out set: once
             value = judge[-1]["judge/heldout_auroc_max"]
             drawn.add(round(value, 4))
-            ax.axhline(value, color="black" if len(args.runs) > 1 else colour, ls="--", lw=1,
-                       label=f"judge on the same texts ({judge[-1]['judge/heldout_auroc_max_detector']}): {value:.3f}")
+            ax.axhline(value, color=colour, ls="--", lw=1,  # the colour of the first run on these texts
+                       label=f"judge on {label}'s texts ({judge[-1]['judge/heldout_auroc_max_detector']}): {value:.3f}")
     ax.axhline(0.5, color="grey", lw=0.5)
     ax.set_xlabel("discriminator updates during the warm-up")
     ax.set_ylabel("held-out AUROC (real vs start-model sample)")
