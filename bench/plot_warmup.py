@@ -3,9 +3,10 @@
 Reads RUN/warmup.jsonl (written by `llmgan train` with discriminator.heldout_size) and RUN/config.yaml of each
 run; the x axis is D's optimizer updates (warm-up step x discriminator.steps_per_generator_step), so runs
 line up by number of updates (not by time: an update of one D can cost far more than another's). A warm-up
-that was started again appends to warmup.jsonl; only its last attempt (from the last step-0 row) is drawn. The judge's value (`judge/heldout_auroc_max`, the
-strongest `llmgan evaluate` detector on the run's held-out texts) is a dashed line in the run's colour, drawn once
-per value (runs that share a held-out set share the first one's line).
+that was started again appends to warmup.jsonl; only its last attempt (from the last step-0 row) is drawn.
+The judge's value (`judge/heldout_auroc_max`, the strongest `llmgan evaluate` detector on the run's held-out
+texts) is a dashed line in the run's colour, drawn once per value (runs that share a held-out set share the
+first one's line).
 
   python bench/plot_warmup.py runs/lmd-warm-reply-lr1e-4 runs/r10-reply-pool \\
       --labels "LM D, fresh samples" "transformer D, pool of 512" -o docs/results/issue14/warmup-teachers.png
