@@ -209,3 +209,32 @@ def test_generate_with_the_default_model(demo_ds, tmp_path):
                  "--quiet"]) == 0
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(rows) == 2 and all(r["generated"].strip() for r in rows)  # the real model answers in words
+
+
+def test_generate_samples_a_run_model_as_trained(demo_ds, tiny_model_dir, tmp_path, capsys):
+    """Without --max-new-tokens, a generator folder of a run that took its caps from the data
+    (RUN/data_caps.json) is sampled with that run's cap; anything else gets 64."""
+    import shutil
+
+    from llmgan.generator import trained_max_new_tokens
+
+    run = tmp_path / "run"
+    model = run / "selected" / "generator"
+    shutil.copytree(tiny_model_dir, model)
+    assert trained_max_new_tokens(str(model)) is None  # a run with fixed caps
+    assert trained_max_new_tokens("HuggingFaceTB/SmolLM2-135M-Instruct") is None and trained_max_new_tokens(None) is None
+    (run / "data_caps.json").write_text(json.dumps({"cap_tokens": 2, "generation.max_new_tokens": 3}))
+    assert trained_max_new_tokens(str(model)) == (3, (run / "data_caps.json").resolve())
+    assert trained_max_new_tokens(str(run / "selected")) == (3, (run / "data_caps.json").resolve())
+
+    def gen(out, *extra):
+        assert main(["generate", str(demo_ds), "--model", str(model), "-o", str(out), "--limit", "3", "--quiet",
+                     "--seed", "1", *extra]) == 0
+        return [json.loads(l)["generated"] for l in out.read_text().splitlines()]
+
+    capsys.readouterr()
+    as_trained = gen(tmp_path / "a.jsonl")
+    assert f"--max-new-tokens 3: as trained ({(run / 'data_caps.json').resolve()})" in capsys.readouterr().out
+    assert as_trained == gen(tmp_path / "b.jsonl", "--max-new-tokens", "3")
+    (run / "data_caps.json").unlink()
+    assert gen(tmp_path / "c.jsonl") == gen(tmp_path / "d.jsonl", "--max-new-tokens", "64") != as_trained

@@ -8,6 +8,10 @@ JSONL or CSV (by the output suffix) with the columns `prompt` (the user message)
 --model takes a Hugging Face model id, a local folder, a LoRA adapter folder (a run's checkpoint or
 final `generator/` folder) or nothing for the embedded SmolLM2-135M-Instruct.
 
+--max-new-tokens defaults to the run's own cap when --model is a generator folder of a run that took its caps
+from the data (`data.response_cap_quantile`: RUN/data_caps.json beside or above the folder), so a model is
+sampled as it was trained; otherwise to 64.
+
 One CPU: the default batch size of 16 keeps the 135M model at a few seconds per batch. One GPU: add
 `--device cuda` and raise `--batch-size`. Many GPUs: split the file with --limit/--offset per process.
 
@@ -25,7 +29,9 @@ from llmgan.errors import LlmganError
 from llmgan.io import Progress, check_output_path, last_user_message, write_rows
 
 __all__ = ["generate_responses", "GenerationInterrupted", "trim_incomplete_characters", "check_device",
-           "last_user_message", "write_rows", "add_arguments", "run"]
+           "trained_max_new_tokens", "last_user_message", "write_rows", "add_arguments", "run"]
+
+DEFAULT_MAX_NEW_TOKENS = 64  # the evaluation rows of RESULTS.md, for models that carry no cap of their own
 
 
 class GenerationInterrupted(KeyboardInterrupt):
@@ -114,6 +120,26 @@ def check_device(device: str) -> None:
         raise LlmganError(f"--device {device}: no MPS device is available; use --device cpu")
 
 
+def trained_max_new_tokens(model: Optional[str]) -> Optional[tuple[int, Path]]:
+    """(generation.max_new_tokens, the caps file) of the run that trained `model`, or None.
+
+    `model` is a run's generator folder (RUN/selected/generator, RUN/checkpoint-N/generator, RUN/final/generator,
+    RUN/sft/final/generator); the run's RUN/data_caps.json (written when it took its caps from the data) is
+    looked for in the folder, its parent and its grandparent. None for a hub id, the embedded model, or a run
+    with fixed caps.
+    """
+    from llmgan.training.dataset import DATA_CAPS_FILE, read_data_caps
+
+    if not model or not Path(model).is_dir():
+        return None
+    folder = Path(model).resolve()
+    for run_dir in (folder, *list(folder.parents)[:2]):
+        caps = read_data_caps(run_dir)
+        if caps and "generation.max_new_tokens" in caps:
+            return int(caps["generation.max_new_tokens"]), run_dir / DATA_CAPS_FILE
+    return None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help="folder written by `llmgan prepare`")
     p.add_argument("-o", "--output", required=True, help="output .jsonl or .csv")
@@ -122,7 +148,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-prompt", default=None, help="replace the dataset's system message")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="maximum new tokens (default 64)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="maximum new tokens (default: as trained, the run's data-derived cap when --model is a generator "
+                        f"folder of a run with RUN/data_caps.json; else {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default 16)")
@@ -147,6 +175,11 @@ def run(args: argparse.Namespace) -> int:
     from llmgan.data import load_prepared
     from llmgan.models import load_model, load_tokenizer
 
+    if args.max_new_tokens is None:
+        trained = trained_max_new_tokens(args.model)
+        args.max_new_tokens = trained[0] if trained else DEFAULT_MAX_NEW_TOKENS
+        if trained:
+            print(f"--max-new-tokens {trained[0]}: as trained ({trained[1]})")
     if args.temperature <= 0 or not 0 < args.top_p <= 1 or args.max_new_tokens < 1 or args.batch_size < 1:
         raise LlmganError("need --temperature > 0, 0 < --top-p <= 1, --max-new-tokens >= 1 and --batch-size >= 1")
     if args.offset < 0 or (args.limit is not None and args.limit < 1):
