@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from llmgan.errors import LlmganError
-from llmgan.io import Progress, check_output_path, last_user_message, write_rows
+from llmgan.io import DATA_CAPS_FILE, Progress, check_output_path, last_user_message, read_data_caps, write_rows
 
 __all__ = ["generate_responses", "GenerationInterrupted", "trim_incomplete_characters", "check_device",
            "trained_max_new_tokens", "last_user_message", "write_rows", "add_arguments", "run"]
@@ -128,8 +128,6 @@ def trained_max_new_tokens(model: Optional[str]) -> Optional[tuple[int, Path]]:
     looked for in the folder, its parent and its grandparent. None for a hub id, the embedded model, or a run
     with fixed caps.
     """
-    from llmgan.training.dataset import DATA_CAPS_FILE, read_data_caps
-
     if not model or not Path(model).is_dir():
         return None
     folder = Path(model).resolve()

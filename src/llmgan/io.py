@@ -159,6 +159,16 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_atomic(path, dumps_json(obj))
 
 
+DATA_CAPS_FILE = "data_caps.json"  # RUN/data_caps.json: the caps a run took from its data (data.response_cap_quantile)
+
+
+def read_data_caps(run_dir: str | Path) -> Optional[dict]:
+    """RUN/data_caps.json, or None when the run used fixed caps. Here, not in training, because `llmgan
+    generate` reads it too (a generator folder of such a run is sampled with the run's cap)."""
+    path = Path(run_dir) / DATA_CAPS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 @contextlib.contextmanager
 def _atomic(path: str | Path, directory: bool, replace: bool = True) -> Iterator[Path]:
     path = Path(path)

@@ -8,6 +8,7 @@ from typing import Optional
 
 from llmgan.config import RunConfig
 from llmgan.errors import LlmganError
+from llmgan.io import DATA_CAPS_FILE
 
 COLUMNS = ("prompt", "response")  # what training reads from a prepared split
 
@@ -83,8 +84,6 @@ def load_train_dataset(cfg: RunConfig, tokenizer):
 
 # ------------------------------------------------------------------------------- caps from the data
 
-DATA_CAPS_FILE = "data_caps.json"
-
 
 def data_caps(cfg: RunConfig, tokenizer) -> Optional[dict]:
     """The response caps taken from the data (`data.response_cap_quantile` set; else None).
@@ -142,11 +141,3 @@ def resolve_data_caps(cfg: RunConfig, run_dir: Path, *, write: bool = True, prog
               f"discriminator.max_response_tokens={caps['cap_tokens']}); {100 * caps['human_longer_share']:.1f}% of "
               f"the human responses are longer")
     return apply_data_caps(cfg, caps)
-
-
-def read_data_caps(run_dir: Path) -> Optional[dict]:
-    """RUN/data_caps.json, or None when the run used fixed caps."""
-    import json
-
-    path = Path(run_dir) / DATA_CAPS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -130,9 +130,8 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
     from llmgan.config import load_config
     from llmgan.data import load_prepared
     from llmgan.generator import generate_responses
-    from llmgan.io import check_output_path, last_user_message, write_atomic, write_rows
+    from llmgan.io import check_output_path, last_user_message, read_data_caps, write_atomic, write_rows
     from llmgan.models import load_model, load_tokenizer
-    from llmgan.training.dataset import read_data_caps
 
     run = Path(run_dir)
     found = candidates(run)
