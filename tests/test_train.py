@@ -104,6 +104,20 @@ def test_sft_baseline_moves_the_model(tiny_model_dir, demo_data, tmp_path):
     assert losses and all(torch.isfinite(torch.tensor(losses)))
 
 
+def test_sft_and_adversarial_stage_recompute_activations_only_when_asked(tmp_path):
+    """model.gradient_checkpointing decides for both stages; TRL's SFTConfig would otherwise turn it on
+    and recompute every layer in backward (an SFT step about a fifth slower on the CPU)."""
+    from llmgan.config import load_config
+    from llmgan.training.sft import sft_args
+    from llmgan.training.trainer import grpo_args
+
+    for value in (False, True):
+        cfg = load_config(None, [f"model.gradient_checkpointing={str(value).lower()}", f"train.output_dir={tmp_path}"])
+        assert sft_args(cfg, tmp_path, progress=False).gradient_checkpointing is value
+        assert grpo_args(cfg, tmp_path).gradient_checkpointing is value
+    assert load_config(None, []).model.gradient_checkpointing is False
+
+
 def test_sft_warm_start_then_adversarial(tiny_model_dir, demo_data, tmp_path):
     """train.sft_warm_start: SFT into RUN/sft first, then the adversarial steps from that model; a resumed
     run reuses the finished SFT model instead of training it again."""

@@ -42,10 +42,9 @@ def sft(cfg: RunConfig, overwrite: bool = False, progress: bool = True, resume: 
 
 
 def _sft(cfg: RunConfig, run_dir: Path, progress: bool, ckpt: Optional[Path] = None) -> Path:
-    import torch
     from transformers import TrainerCallback, set_seed
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from llmgan.io import append_jsonl, stderr_is_terminal
     from llmgan.models import build_policy, quiet_libraries
@@ -61,14 +60,7 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool, ckpt: Optional[Path] = N
         train_rows, _ = load_train_dataset(cfg, tok)
         train_rows = train_rows.map(lambda r: {"completion": [{"role": "assistant", "content": r["response"]}]},
                                     remove_columns=["response"])
-        on_gpu = torch.cuda.is_available()
-        args = SFTConfig(
-            output_dir=str(run_dir), per_device_train_batch_size=cfg.train.prompts_per_step * cfg.generation.num_generations,
-            max_steps=cfg.train.sft_steps, learning_rate=cfg.train.sft_lr or cfg.train.lr, lr_scheduler_type=cfg.train.lr_scheduler,
-            warmup_steps=int(round(cfg.train.warmup_ratio * cfg.train.sft_steps)), max_grad_norm=cfg.train.max_grad_norm, logging_steps=cfg.train.log_every,
-            save_strategy="steps", save_steps=cfg.train.save_every, save_only_model=False, seed=cfg.train.seed, data_seed=cfg.train.seed, report_to="none", disable_tqdm=not progress,
-            use_cpu=not on_gpu, bf16=cfg.model.dtype == "bfloat16", completion_only_loss=True,
-            max_length=cfg.data.max_prompt_tokens + cfg.generation.max_new_tokens * 2, dataloader_num_workers=0)
+        args = sft_args(cfg, run_dir, progress)
         metrics_path = run_dir / "metrics.jsonl"
 
         class Log(TrainerCallback):
@@ -102,6 +94,26 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool, ckpt: Optional[Path] = N
     plot_metrics(metrics_path, run_dir / "plots")
     save_final(run_dir, trainer.model, tok, None, trainer=trainer)
     return run_dir
+
+
+def sft_args(cfg: RunConfig, run_dir: Path, progress: bool = True):
+    """TRL SFTConfig from llmgan's config: `train.prompts_per_step * generation.num_generations` pairs a step,
+    loss on the response tokens only. Gradient checkpointing follows `model.gradient_checkpointing` (off by
+    default), as in the adversarial stage: TRL's SFTConfig turns it on by default, which on the 2-core CPU
+    recomputed every layer's forward in backward for a memory saving nobody needed there (the same loss; an
+    SFT-shaped step took 14.1 s with it and 11.6 s without, bench/bench_update.py in BENCHMARKS.md)."""
+    import torch
+    from trl import SFTConfig
+
+    on_gpu = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(run_dir), per_device_train_batch_size=cfg.train.prompts_per_step * cfg.generation.num_generations,
+        max_steps=cfg.train.sft_steps, learning_rate=cfg.train.sft_lr or cfg.train.lr, lr_scheduler_type=cfg.train.lr_scheduler,
+        warmup_steps=int(round(cfg.train.warmup_ratio * cfg.train.sft_steps)), max_grad_norm=cfg.train.max_grad_norm, logging_steps=cfg.train.log_every,
+        save_strategy="steps", save_steps=cfg.train.save_every, save_only_model=False, seed=cfg.train.seed, data_seed=cfg.train.seed, report_to="none", disable_tqdm=not progress,
+        use_cpu=not on_gpu, bf16=cfg.model.dtype == "bfloat16", completion_only_loss=True,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        max_length=cfg.data.max_prompt_tokens + cfg.generation.max_new_tokens * 2, dataloader_num_workers=0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
