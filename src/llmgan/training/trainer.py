@@ -32,6 +32,7 @@ from llmgan.adversarial.reward import reward_metrics
 from llmgan.config import RunConfig
 from llmgan.errors import LlmganError
 from llmgan.io import Progress, append_jsonl, last_user_message, write_error, write_rows
+from llmgan.training.logprobs import completion_logps
 from llmgan.training.runs import LLMGAN_STATE_FILE, AtomicCheckpoints, FaultLog, latest_checkpoint
 
 # TRL metric name -> llmgan's namespaced name
@@ -248,6 +249,22 @@ class AdversarialGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         self._metrics[mode]["timing/reference"].append(max(total - gen - reward, 0.0))
         self._phase["scoring_total"] = total
         return out
+
+    # the log-probs of the completions (the update's forward and the KL reference's): on the CPU only the
+    # completion positions go through the LM head (llmgan.training.logprobs says why); TRL's path elsewhere
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **extra):
+        plain = (input_ids.device.type == "cpu" and not compute_aux_loss
+                 and all(v is None for v in extra.values())  # no images or token types
+                 and not getattr(self, "_entropy_bonus_enabled", False))  # an entropy bonus needs its gradient
+        if not plain:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
+        with self.accelerator.autocast():
+            logps, entropies = completion_logps(model, input_ids, attention_mask, logits_to_keep,
+                                                temperature=self.temperature, batch_size=batch_size)
+        return logps, (entropies if compute_entropy else None), None
 
     # 5. generator update: GRPO loss with the KL leash (TRL), timed as the training step minus 1-4
     def training_step(self, model, inputs, num_items_in_batch=None):

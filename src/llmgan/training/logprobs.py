@@ -1,0 +1,52 @@
+"""Per-token log-probabilities of completion tokens: the generator update's and the KL reference's forward.
+
+Why not TRL's own path everywhere: TRL (1.16) scores tokens with a fused, tiled LM head. With Triton (CUDA,
+XPU) it projects only the completion positions; on any other device (this project's CPU) it projects every
+position of prompt + completion through the 49k-word LM head, and its backward projects them again. For
+replies (prompts up to 128 tokens, completions about 25-60) that tiled head took 37 % of a game step's samples
+under py-spy on the 2-core CPU, and on a reply-shaped batch of 16 the update's forward + backward took 21.6 s
+with it against 6.6 s here, the reference forward 8.4 s against 3.9 s (bench/bench_update.py, BENCHMARKS.md). `completion_logps` asks the model for the logits of the last
+`logits_to_keep + 1` positions only (transformers' `logits_to_keep`) and takes their log-softmax: the same
+numbers (tests/test_train.py compares it with TRL's path, values and gradients), less work. The trainer uses
+it on the CPU only and keeps TRL's path where Triton runs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def completion_logps_and_entropy(logits: torch.Tensor, completion_ids: torch.Tensor,
+                                 completion_mask: torch.Tensor, temperature: float = 1.0
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability and entropy of each completion token under softmax(logits / temperature).
+
+    logits [B, K, V]: position k predicts completion_ids[:, k] ([B, K]); completion_mask [B, K] is 0 on
+    padding. Returns (log_probs [B, K], entropy [B, K]), both float32 and 0 where the mask is 0 (as TRL's
+    fused head returns them). log_probs carries the gradient; entropy does not (it is a metric here)."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    token = logp.gather(-1, completion_ids.long().unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
+    keep = completion_mask.bool()
+    return token.masked_fill(~keep, 0.0), entropy.masked_fill(~keep, 0.0)
+
+
+def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                     temperature: float = 1.0, batch_size: Optional[int] = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask [B, T] (prompt then completion; the last `logits_to_keep` = K positions are
+    the completion) -> (log_probs [B, K], entropy [B, K]) of the completion tokens, in chunks of batch_size
+    rows. The model computes logits for the last K + 1 positions only."""
+    batch_size = batch_size or input_ids.size(0)
+    logps, entropies = [], []
+    for start in range(0, input_ids.size(0), batch_size):
+        ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1, use_cache=False).logits
+        lp, ent = completion_logps_and_entropy(logits[:, :-1], ids[:, -logits_to_keep:], mask[:, -logits_to_keep:],
+                                               temperature)
+        logps.append(lp)
+        entropies.append(ent)
+    return torch.cat(logps), torch.cat(entropies)
