@@ -11,9 +11,12 @@ float32, torch's threads as set by the environment), each on one batch shaped li
                        on a device without Triton, and again in backward)
                llmgan  llmgan.training.logprobs.completion_logps (logits of the completion positions only)
              and the largest difference between the two (log-probs, gradients of the LoRA weights).
-  sft        one SFT step's forward + backward (loss on the reply tokens), with and without gradient
-             checkpointing (TRL's SFTConfig turned it on by default before llmgan passed
-             model.gradient_checkpointing).
+  sft        one SFT step's forward + backward (the loss on the reply tokens, as TRL's SFTTrainer computes it):
+               trl_checkpointing  TRL's fused head with gradient checkpointing: llmgan's SFT before
+                                  2026-12-03 (TRL's SFTConfig turns checkpointing on by default)
+               trl                TRL's fused head, no checkpointing
+               llmgan             llmgan.training.logprobs.labelled_logps (only the reply positions
+                                  through the LM head), no checkpointing: llmgan's SFT on the CPU now
 
 Each round runs every variant once (the order rotated each round, the first round discarded); the table gives
 the median and range of wall seconds and CPU seconds (time.process_time) over the other rounds.
@@ -42,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from llmgan.config import load_config  # noqa: E402
 from llmgan.models import build_policy  # noqa: E402
-from llmgan.training.logprobs import completion_logps  # noqa: E402
+from llmgan.training.logprobs import completion_logps, labelled_logps  # noqa: E402
 
 
 def batch(cfg, tok, data: str, completion_tokens: int):
@@ -120,14 +123,18 @@ def main() -> int:
     labels = ids.masked_fill(mask == 0, -100)
     labels[:, :ids.shape[1] - k] = -100
 
-    def sft(checkpointing: bool):
+    def sft(path: str, checkpointing: bool):
         def run():
             if checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             else:
                 model.gradient_checkpointing_disable()
             model.zero_grad(set_to_none=True)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+            if path == "trl":
+                logps = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True).log_probs
+            else:
+                logps = labelled_logps(model, ids, mask, labels)[0]
+            loss = -logps.sum() / (labels[:, 1:] != -100).sum()
             loss.backward()
             model.gradient_checkpointing_disable()
             return loss.detach()
@@ -138,7 +145,8 @@ def main() -> int:
         variants.update({"update/trl": update(trl_logps), "update/llmgan": update(ours_logps),
                          "reference/trl": reference(trl_logps), "reference/llmgan": reference(ours_logps)})
     if "sft" in args.only:
-        variants.update({"sft/checkpointing": sft(True), "sft/no_checkpointing": sft(False)})
+        variants.update({"sft/trl_checkpointing": sft("trl", True), "sft/trl": sft("trl", False),
+                         "sft/llmgan": sft("llmgan", False)})
     names = list(variants)
     times = {n: [] for n in names}
     outs = {}
@@ -156,7 +164,7 @@ def main() -> int:
         checks["max_abs_logp_diff"] = float((a - b).abs().max())
         checks["max_rel_grad_diff"] = max(float((x - y).norm() / y.norm().clamp(min=1e-12)) for x, y in zip(ga, gb))
     if "sft" in args.only:
-        checks["sft_loss_diff"] = float((outs["sft/checkpointing"] - outs["sft/no_checkpointing"]).abs())
+        checks["sft_loss_diff"] = max(float((outs["sft/trl_checkpointing"] - outs[n]).abs()) for n in ("sft/trl", "sft/llmgan"))
     print("\n| variant | wall s, median (range) | CPU s, median |\n| --- | ---: | ---: |")
     for n in names:
         w = [t[0] for t in times[n]]

@@ -3,6 +3,7 @@ and the same values and gradients as TRL's fused LM head on a tiny random model.
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -81,3 +82,67 @@ def test_the_trainer_takes_the_plain_path_on_the_cpu():
     assert logps.shape == (2, 3) and ent is None and aux is None
     _, ent, _ = AdversarialGRPOTrainer._get_per_token_logps_and_entropies(fake, model, ids, mask, 3, compute_entropy=True)
     assert ent.shape == (2, 3) and torch.all(ent > 0)
+
+
+def test_labelled_logps_match_trls_fused_head_for_sft():
+    """SFT's loss tokens: the same log-probs, entropies, top-1 hits and gradients as TRL's fused head, with
+    right padding and a prompt of different length in each row."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from llmgan.training.logprobs import labelled_logps, plain_lm_head
+
+    ours, theirs = tiny_llama(), tiny_llama()
+    add_fused_lm_head(theirs, outputs=("log_probs", "entropy", "is_top1"))
+    assert plain_lm_head(ours)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 97, (3, 10), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, -3:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    for row, prompt in enumerate((4, 2, 6)):
+        labels[row, :prompt] = -100
+    lp, ent, top1 = labelled_logps(ours, ids, mask, labels)
+    out = theirs(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    keep = labels[:, 1:] != -100
+    assert lp.shape == (int(keep.sum()),)
+    assert torch.allclose(lp, out.log_probs[keep], atol=1e-5)
+    assert torch.allclose(ent, out.entropy[keep], atol=1e-5)
+    assert torch.equal(top1, out.is_top1[keep].bool())
+    (-lp.sum()).backward()
+    (-out.log_probs.sum()).backward()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+
+
+def test_sft_on_the_cpu_trains_what_trls_path_trains(tiny_model_dir, demo_data, tmp_path, monkeypatch):
+    """Two SFT steps through llmgan's CPU loss give the same adapter and losses as through TRL's own loss."""
+    from safetensors.torch import load_file
+
+    import llmgan.training.logprobs as logprobs
+    from llmgan.config import load_config
+    from llmgan.training.sft import sft
+
+    def cfg(out):
+        return load_config(None, [f"model.name={tiny_model_dir}", f"data.path={demo_data}", f"train.output_dir={out}",
+                                  "data.max_prompt_tokens=32", "generation.num_generations=2", "generation.max_new_tokens=6",
+                                  "train.prompts_per_step=2", "train.sft_steps=2", "train.log_every=1", "train.save_every=2"])
+
+    calls = []
+    real = logprobs.labelled_logps
+    monkeypatch.setattr(logprobs, "labelled_logps", lambda *a: calls.append(1) or real(*a))
+    ours = sft(cfg(tmp_path / "ours"), progress=False)
+    assert len(calls) == 2  # one loss per step went through llmgan's path
+    monkeypatch.setattr(logprobs, "plain_lm_head", lambda model: False)
+    theirs = sft(cfg(tmp_path / "trl"), progress=False)
+    assert len(calls) == 2
+    a = load_file(ours / "final" / "generator" / "adapter_model.safetensors")
+    b = load_file(theirs / "final" / "generator" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    rows = [[r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "sft/loss" in r]
+            for run in (ours, theirs)]
+    assert len(rows[0]) == 2
+    for x, y in zip(*rows):
+        for key in ("sft/loss", "sft/entropy", "sft/mean_token_accuracy", "sft/num_tokens"):
+            assert x[key] == pytest.approx(y[key], rel=1e-4), key

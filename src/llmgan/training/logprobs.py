@@ -50,3 +50,33 @@ def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
         logps.append(lp)
         entropies.append(ent)
     return torch.cat(logps), torch.cat(entropies)
+
+
+def labelled_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SFT loss's tokens: input_ids, attention_mask, labels [B, T] (labels -100 where there is no loss)
+    -> (log_probs [N], entropy [N], is_top1 [N]) of the N labelled tokens (the label at t + 1 is predicted at
+    t), in row-major order. The model's decoder runs once; only those N positions go through the LM head.
+    For an unwrapped causal LM or a peft model around one, without logit soft-capping or scaling (the caller
+    checks `plain_lm_head`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = getattr(base, base.base_model_prefix)
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep])  # [N, V]
+    ids = target[keep]
+    lp, ent = completion_logps_and_entropy(logits[None], ids[None], torch.ones_like(ids)[None])
+    return lp[0], ent[0], (logits.detach().argmax(-1) == ids)
+
+
+def plain_lm_head(model) -> bool:
+    """Whether `labelled_logps` computes what the model's own forward would: a causal LM (or a peft model
+    around one) whose logits are the LM head's output, not soft-capped or scaled, and not wrapped for
+    data-parallel training (its forward must run through the wrapper)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    return (config is not None and hasattr(base, "get_output_embeddings") and base.get_output_embeddings() is not None
+            and hasattr(base, getattr(base, "base_model_prefix", "") or "-")
+            and not getattr(config, "final_logit_softcapping", None) and getattr(config, "logit_scale", None) in (None, 1, 1.0)
+            and not isinstance(model, torch.nn.parallel.DistributedDataParallel))

@@ -50,6 +50,7 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool, ckpt: Optional[Path] = N
     from llmgan.models import build_policy, quiet_libraries
     from llmgan.plots import plot_metrics
     from llmgan.training.dataset import load_train_dataset
+    from llmgan.training.logprobs import plain_lm_head
     from llmgan.training.runs import save_final
 
     cfg = resolve_data_caps(cfg, run_dir, progress=progress)  # data.response_cap_quantile (RUN/data_caps.json)
@@ -84,6 +85,17 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool, ckpt: Optional[Path] = N
         class ResumableSFTTrainer(AtomicCheckpoints, SFTTrainer):
             keep_checkpoints = cfg.train.keep_checkpoints
 
+            # On the CPU only the response tokens go through the LM head (llmgan.training.logprobs says why:
+            # TRL's tiled head projects every position there, and again in backward); TRL's path elsewhere
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                if not (inputs["input_ids"].device.type == "cpu" and not return_outputs
+                        and set(inputs) <= {"input_ids", "attention_mask", "labels"}
+                        and self.args.loss_type == "nll" and self.compute_loss_func is None
+                        and self.label_smoother is None and not self.aux_loss_enabled
+                        and self.accelerator.num_processes == 1 and plain_lm_head(model)):
+                    return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                return cpu_sft_loss(self, model, inputs, num_items_in_batch)
+
         trainer = ResumableSFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tok,
                                       callbacks=[Log()])
         if not progress:  # transformers prints every log dict when its bar is off; metrics.jsonl has them
@@ -94,6 +106,29 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool, ckpt: Optional[Path] = N
     plot_metrics(metrics_path, run_dir / "plots")
     save_final(run_dir, trainer.model, tok, None, trainer=trainer)
     return run_dir
+
+
+def cpu_sft_loss(trainer, model, inputs: dict, num_items_in_batch=None):
+    """The SFT loss as TRL's SFTTrainer computes it (the negative log-likelihood of the response tokens, summed
+    and divided by the step's token count), and its entropy / mean_token_accuracy / num_tokens metrics, with
+    only the response positions through the LM head (`llmgan.training.logprobs.labelled_logps`)."""
+    import torch
+
+    from llmgan.training.logprobs import labelled_logps
+
+    logps, entropy, top1 = labelled_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+    tokens = logps.numel() if num_items_in_batch is None else num_items_in_batch
+    loss = -logps.sum() / torch.as_tensor(tokens).clamp(min=1)
+    metrics = getattr(trainer, "_metrics", None)
+    if metrics is not None:
+        mode = "train" if model.training else "eval"
+        n = max(logps.numel(), 1)
+        metrics[mode]["entropy"].append(float(entropy.sum()) / n)
+        metrics[mode]["mean_token_accuracy"].append(float(top1.sum()) / n)
+        if mode == "train" and hasattr(trainer, "_total_train_tokens"):
+            trainer._total_train_tokens += int(inputs["attention_mask"].sum())
+            metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
+    return loss
 
 
 def sft_args(cfg: RunConfig, run_dir: Path, progress: bool = True):
