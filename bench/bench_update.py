@@ -17,6 +17,7 @@ float32, torch's threads as set by the environment), each on one batch shaped li
                trl                TRL's fused head, no checkpointing
                llmgan             llmgan.training.logprobs.labelled_logps (only the reply positions
                                   through the LM head), no checkpointing: llmgan's SFT on the CPU now
+               llmgan_checkpointing  the same with gradient checkpointing (model.gradient_checkpointing=true)
 
 Each round runs every variant once (the order rotated each round, the first round discarded); the table gives
 the median and range of wall seconds and CPU seconds (time.process_time) over the other rounds.
@@ -146,7 +147,7 @@ def main() -> int:
                          "reference/trl": reference(trl_logps), "reference/llmgan": reference(ours_logps)})
     if "sft" in args.only:
         variants.update({"sft/trl_checkpointing": sft("trl", True), "sft/trl": sft("trl", False),
-                         "sft/llmgan": sft("llmgan", False)})
+                         "sft/llmgan": sft("llmgan", False), "sft/llmgan_checkpointing": sft("llmgan", True)})
     names = list(variants)
     times = {n: [] for n in names}
     outs = {}
@@ -164,7 +165,7 @@ def main() -> int:
         checks["max_abs_logp_diff"] = float((a - b).abs().max())
         checks["max_rel_grad_diff"] = max(float((x - y).norm() / y.norm().clamp(min=1e-12)) for x, y in zip(ga, gb))
     if "sft" in args.only:
-        checks["sft_loss_diff"] = max(float((outs["sft/trl_checkpointing"] - outs[n]).abs()) for n in ("sft/trl", "sft/llmgan"))
+        checks["sft_loss_diff"] = max(float((outs["sft/trl_checkpointing"] - outs[n]).abs()) for n in ("sft/trl", "sft/llmgan", "sft/llmgan_checkpointing"))
     print("\n| variant | wall s, median (range) | CPU s, median |\n| --- | ---: | ---: |")
     for n in names:
         w = [t[0] for t in times[n]]

@@ -134,9 +134,9 @@ def cpu_sft_loss(trainer, model, inputs: dict, num_items_in_batch=None):
 def sft_args(cfg: RunConfig, run_dir: Path, progress: bool = True):
     """TRL SFTConfig from llmgan's config: `train.prompts_per_step * generation.num_generations` pairs a step,
     loss on the response tokens only. Gradient checkpointing follows `model.gradient_checkpointing` (off by
-    default), as in the adversarial stage: TRL's SFTConfig turns it on by default, which on the 2-core CPU
-    recomputed every layer's forward in backward for a memory saving nobody needed there (the same loss; an
-    SFT-shaped step took 14.1 s with it and 11.6 s without, bench/bench_update.py in BENCHMARKS.md)."""
+    default), as in the adversarial stage; TRL's SFTConfig would turn it on. With llmgan's CPU loss
+    (`cpu_sft_loss`) a reply-shaped SFT step took 5.6 s without it and 8.1 s with it, the same loss
+    (bench/bench_update.py, BENCHMARKS.md)."""
     import torch
     from trl import SFTConfig
 
