@@ -34,7 +34,8 @@ def tiny_llama(seed: int = 0):
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).float()
 
 
@@ -80,7 +81,8 @@ def test_the_trainer_takes_the_plain_path_on_the_cpu():
     fake = SimpleNamespace(accelerator=Accelerator(cpu=True), temperature=1.0, _entropy_bonus_enabled=False)
     logps, ent, aux = AdversarialGRPOTrainer._get_per_token_logps_and_entropies(fake, model, ids, mask, 3)
     assert logps.shape == (2, 3) and ent is None and aux is None
-    _, ent, _ = AdversarialGRPOTrainer._get_per_token_logps_and_entropies(fake, model, ids, mask, 3, compute_entropy=True)
+    _, ent, _ = AdversarialGRPOTrainer._get_per_token_logps_and_entropies(fake, model, ids, mask, 3,
+                                                                          compute_entropy=True)
     assert ent.shape == (2, 3) and torch.all(ent > 0)
 
 
@@ -123,9 +125,10 @@ def test_sft_on_the_cpu_trains_what_trls_path_trains(tiny_model_dir, demo_data, 
     from llmgan.training.sft import sft
 
     def cfg(out):
-        return load_config(None, [f"model.name={tiny_model_dir}", f"data.path={demo_data}", f"train.output_dir={out}",
-                                  "data.max_prompt_tokens=32", "generation.num_generations=2", "generation.max_new_tokens=6",
-                                  "train.prompts_per_step=2", "train.sft_steps=2", "train.log_every=1", "train.save_every=2"])
+        return load_config(None, [
+            f"model.name={tiny_model_dir}", f"data.path={demo_data}", f"train.output_dir={out}",
+            "data.max_prompt_tokens=32", "generation.num_generations=2", "generation.max_new_tokens=6",
+            "train.prompts_per_step=2", "train.sft_steps=2", "train.log_every=1", "train.save_every=2"])
 
     calls = []
     real = logprobs.labelled_logps

@@ -1,14 +1,18 @@
-"""Per-token log-probabilities of completion tokens: the generator update's and the KL reference's forward.
+"""Log-probabilities of the scored tokens on the CPU: the game's update and KL reference, and the SFT loss.
 
 Why not TRL's own path everywhere: TRL (1.16) scores tokens with a fused, tiled LM head. With Triton (CUDA,
-XPU) it projects only the completion positions; on any other device (this project's CPU) it projects every
-position of prompt + completion through the 49k-word LM head, and its backward projects them again. For
-replies (prompts up to 128 tokens, completions about 25-60) that tiled head took 37 % of a game step's samples
-under py-spy on the 2-core CPU, and on a reply-shaped batch of 16 the update's forward + backward took 21.6 s
-with it against 6.6 s here, the reference forward 8.4 s against 3.9 s (bench/bench_update.py, BENCHMARKS.md). `completion_logps` asks the model for the logits of the last
-`logits_to_keep + 1` positions only (transformers' `logits_to_keep`) and takes their log-softmax: the same
-numbers (tests/test_train.py compares it with TRL's path, values and gradients), less work. The trainer uses
-it on the CPU only and keeps TRL's path where Triton runs.
+XPU) it projects only the scored positions; on any other device (this project's CPU) it projects every
+position of prompt + response through the 49k-word LM head, and its backward projects them again. py-spy put
+37 % of a reply game step's samples inside that head. On one reply-shaped batch of 16 (bench/bench_update.py,
+BENCHMARKS.md) the update's forward + backward took 21.6 s with it and 6.6 s here, the reference forward 8.4 s
+and 3.9 s, an SFT step 10.3 s (with TRL's default checkpointing) and 5.6 s.
+
+- `completion_logps` (the game): the model's own forward with transformers' `logits_to_keep`, so only the
+  last K + 1 positions get logits.
+- `labelled_logps` (SFT): the decoder once, then only the labelled positions through the LM head; valid for
+  what `plain_lm_head` accepts.
+The numbers are TRL's (tests/test_logprobs.py compares values and gradients, and two SFT steps end to end).
+The trainers use these on the CPU only and keep TRL's path where Triton runs.
 """
 
 from __future__ import annotations
@@ -78,5 +82,6 @@ def plain_lm_head(model) -> bool:
     config = getattr(base, "config", None)
     return (config is not None and hasattr(base, "get_output_embeddings") and base.get_output_embeddings() is not None
             and hasattr(base, getattr(base, "base_model_prefix", "") or "-")
-            and not getattr(config, "final_logit_softcapping", None) and getattr(config, "logit_scale", None) in (None, 1, 1.0)
+            and not getattr(config, "final_logit_softcapping", None)
+            and getattr(config, "logit_scale", None) in (None, 1, 1.0)
             and not isinstance(model, torch.nn.parallel.DistributedDataParallel))
