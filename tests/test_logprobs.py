@@ -23,6 +23,8 @@ def test_log_probs_and_entropy_by_hand():
     assert entropy[0, 0].item() == pytest.approx(1.5 * math.log(2), abs=1e-6)
     assert logps[0, 1].item() == 0.0 and entropy[0, 1].item() == 0.0  # padding
     assert logps.requires_grad and not entropy.requires_grad
+    alone, none = completion_logps_and_entropy(logits, ids, mask, temperature=2.0, with_entropy=False)
+    assert none is None and torch.equal(alone, logps)
     logps.sum().backward()
     # d log p_2 / d logit_j = (1[j = 2] - p_j) / T
     assert torch.allclose(logits.grad[0, 0], torch.tensor([-0.125, -0.125, 0.25]))

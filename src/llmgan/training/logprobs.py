@@ -23,37 +23,41 @@ import torch
 
 
 def completion_logps_and_entropy(logits: torch.Tensor, completion_ids: torch.Tensor,
-                                 completion_mask: torch.Tensor, temperature: float = 1.0
-                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                                 completion_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = True
+                                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Log-probability and entropy of each completion token under softmax(logits / temperature).
 
     logits [B, K, V]: position k predicts completion_ids[:, k] ([B, K]); completion_mask [B, K] is 0 on
-    padding. Returns (log_probs [B, K], entropy [B, K]), both float32 and 0 where the mask is 0 (as TRL's
-    fused head returns them). log_probs carries the gradient; entropy does not (it is a metric here)."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    padding. Returns (log_probs [B, K], entropy [B, K] or None without `with_entropy`), both float32 and 0
+    where the mask is 0 (as TRL's fused head returns them). log_probs carries the gradient; entropy does not
+    (it is a metric here). Each pass over [B, K, V] costs, so the entropy is computed only when asked for."""
+    z = logits.float()
+    logp = torch.log_softmax(z if temperature == 1.0 else z / temperature, dim=-1)
     token = logp.gather(-1, completion_ids.long().unsqueeze(-1)).squeeze(-1)
-    with torch.no_grad():
-        entropy = -(logp.exp() * logp).sum(-1)
     keep = completion_mask.bool()
-    return token.masked_fill(~keep, 0.0), entropy.masked_fill(~keep, 0.0)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(logp.exp() * logp).sum(-1).masked_fill(~keep, 0.0)
+    return token.masked_fill(~keep, 0.0), entropy
 
 
 def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
-                     temperature: float = 1.0, batch_size: Optional[int] = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     temperature: float = 1.0, batch_size: Optional[int] = None, with_entropy: bool = True
+                     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """input_ids, attention_mask [B, T] (prompt then completion; the last `logits_to_keep` = K positions are
-    the completion) -> (log_probs [B, K], entropy [B, K]) of the completion tokens, in chunks of batch_size
-    rows. The model computes logits for the last K + 1 positions only."""
+    the completion) -> (log_probs [B, K], entropy [B, K] or None) of the completion tokens, in chunks of
+    batch_size rows. The model computes logits for the last K + 1 positions only."""
     batch_size = batch_size or input_ids.size(0)
     logps, entropies = [], []
     for start in range(0, input_ids.size(0), batch_size):
         ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1, use_cache=False).logits
         lp, ent = completion_logps_and_entropy(logits[:, :-1], ids[:, -logits_to_keep:], mask[:, -logits_to_keep:],
-                                               temperature)
+                                               temperature, with_entropy)
         logps.append(lp)
         entropies.append(ent)
-    return torch.cat(logps), torch.cat(entropies)
+    return torch.cat(logps), (torch.cat(entropies) if with_entropy else None)
 
 
 def labelled_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor

@@ -263,8 +263,9 @@ class AdversarialGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
                 compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
         with self.accelerator.autocast():
             logps, entropies = completion_logps(model, input_ids, attention_mask, logits_to_keep,
-                                                temperature=self.temperature, batch_size=batch_size)
-        return logps, (entropies if compute_entropy else None), None
+                                                temperature=self.temperature, batch_size=batch_size,
+                                                with_entropy=compute_entropy)
+        return logps, entropies, None
 
     # 5. generator update: GRPO loss with the KL leash (TRL), timed as the training step minus 1-4
     def training_step(self, model, inputs, num_items_in_batch=None):
