@@ -15,7 +15,7 @@ import pytest
 
 from llmgan.errors import LlmganError
 
-SELECTED_T, SELECTED_P = 0.9, 0.95
+SELECTED_T, SELECTED_P, SELECTED_CAP = 0.9, 0.95, 37
 
 
 def make_fake_run(run: Path, tiny_model_dir: Path, data_dir: Path, *, selected: bool = True) -> Path:
@@ -43,7 +43,8 @@ def make_fake_run(run: Path, tiny_model_dir: Path, data_dir: Path, *, selected: 
         (run / "selection").mkdir()
         (run / "selection" / "selection.json").write_text(json.dumps({
             "selected": {"step": 2, "label": "checkpoint-2"}, "criterion": "lowest detector_auroc",
-            "settings": {"split": "validation", "temperature": SELECTED_T, "top_p": SELECTED_P}}))
+            "settings": {"split": "validation", "temperature": SELECTED_T, "top_p": SELECTED_P,
+                         "max_new_tokens": SELECTED_CAP}}))
     return run
 
 
@@ -74,7 +75,8 @@ with torch.no_grad():
 gen = GenerationConfig.from_pretrained(folder)
 assert not any(m.startswith("llmgan") for m in sys.modules), "llmgan was imported"
 print(json.dumps({"logits": logits.tolist(), "text": tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-                  "do_sample": gen.do_sample, "temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k}))
+                  "do_sample": gen.do_sample, "temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k,
+                  "max_new_tokens": gen.max_new_tokens}))
 """
 
 
@@ -108,6 +110,7 @@ def test_export_loads_with_plain_transformers_and_matches(exported, fake_run):
         assert float((base(**ids).logits[0, -1] - theirs).abs().max()) > 1e-3
     assert f"system\n{system}" in plain["text"]  # the default system prompt is rendered when none is given
     assert (plain["do_sample"], plain["temperature"], plain["top_p"], plain["top_k"]) == (True, SELECTED_T, SELECTED_P, 0)
+    assert plain["max_new_tokens"] == SELECTED_CAP  # the cap it was selected at travels with it
 
 
 def test_export_folder_contents_and_model_card(exported, fake_run, demo_data):
@@ -129,7 +132,9 @@ def test_export_folder_contents_and_model_card(exported, fake_run, demo_data):
 
 def test_export_final_generator_and_evaluation_table(tmp_path, tiny_model_dir, demo_data):
     """Without selected/, final/generator is exported at the run's configured sampling and last logged step;
-    an evaluation folder's metrics table goes into the card."""
+    an evaluation folder's metrics table goes into the card; the cap is the run's (from the data when it took it
+    from there)."""
+    from llmgan.config import RunConfig
     from llmgan.serving.export import export
 
     run = make_fake_run(tmp_path / "run", tiny_model_dir, demo_data, selected=False)
@@ -140,6 +145,12 @@ def test_export_final_generator_and_evaluation_table(tmp_path, tiny_model_dir, d
                                   "| --- | ---: | ---: |\n| detector AUROC | 0.612 | 0.500 |\n\n## Plots\n")
     info = export(str(run), tmp_path / "out", verbose=False, check=False)
     assert info["step"] == 3 and info["temperature"] == 0.8 and info["top_p"] == 1.0
+    assert info["max_new_tokens"] == RunConfig().generation.max_new_tokens  # the run's fixed cap
+    (run / "data_caps.json").write_text(json.dumps({"generation.max_new_tokens": 61}))  # caps from the data win
+    info = export(str(run), tmp_path / "out", verbose=False, check=False)
+    assert info["max_new_tokens"] == 61
+    assert json.loads((tmp_path / "out" / "generation_config.json").read_text())["max_new_tokens"] == 61
+    assert "at most 61 new tokens" in (tmp_path / "out" / "README.md").read_text()
     assert info["source"].endswith("final/generator") and info["evaluation"] == str(ev)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| detector AUROC | 0.612 | 0.500 |" in card and "## Plots" not in card

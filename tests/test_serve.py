@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from test_export import make_fake_run
+from test_export import SELECTED_CAP, make_fake_run
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "agent"
@@ -109,6 +109,7 @@ USER = [{"role": "user", "content": "The new bike lanes downtown are great."}]
 def test_startup_line_models_and_completion(server):
     head = server.log.read_text()
     assert "engine transformers serve" in head and f"port {server.port}" in head and "127.0.0.1" in head
+    assert f"default max_tokens {SELECTED_CAP} " in head  # the cap the run was selected at, from the export
     client = server.client()
     assert [m.id for m in client.models.list().data] == [NAME]
     reply = client.chat.completions.create(model=NAME, messages=USER, max_tokens=8)
@@ -310,6 +311,14 @@ def test_request_check_rewrites_a_good_request():
     assert check(body) is None and body["max_tokens"] == 90
     body = {"messages": [{"role": "user", "content": "x"}] * 5}
     assert check(body) is None and body["max_tokens"] == 50  # what the context leaves
+
+
+def test_default_max_tokens_is_the_export_s_cap():
+    from llmgan.serving.serve import FALLBACK_MAX_TOKENS, default_max_tokens
+
+    assert default_max_tokens(None, {"max_new_tokens": 61}) == 61
+    assert default_max_tokens(100, {"max_new_tokens": 61}) == 100  # --default-max-tokens wins
+    assert default_max_tokens(None, {}) == default_max_tokens(None, {"max_new_tokens": None}) == FALLBACK_MAX_TOKENS
 
 
 def test_continuous_batching_pins_the_sampling():

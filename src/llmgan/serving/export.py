@@ -12,7 +12,8 @@ DIR then holds what any engine loads with no llmgan installed:
                                    default system message (used when a request brings none)
   generation_config.json           do_sample, temperature, top-p (and top-k 0) at which the run's model
                                    was selected; the recipe only works at 1.0 / 1.0 (RESULTS.md), and a
-                                   server sampling at its own default silently loses the realism
+                                   server sampling at its own default silently loses the realism; and
+                                   max_new_tokens, the cap it was trained and selected at (the data's)
   README.md                        model card: base model, training data (source hashes, counts), the
                                    resolved config, the selected step, the realism table of
                                    `llmgan evaluate` (--evaluation DIR, or one found in the run), intended
@@ -172,6 +173,23 @@ def sampling_settings(src: Source) -> dict[str, float]:
     return {"temperature": RECIPE_TEMPERATURE, "top_p": RECIPE_TOP_P}
 
 
+def generation_cap(src: Source) -> Optional[int]:
+    """max_new_tokens the exported model was sampled at when it was chosen: selection.json's settings when it is
+    the run's selected model, else the run's cap from the data (RUN/data_caps.json), else the run's
+    generation.max_new_tokens; None outside a run (the model's own default stays)."""
+    from llmgan.io import read_data_caps
+
+    if src.selection and src.model and Path(src.model).name == "generator" and Path(src.model).parent.name == "selected":
+        cap = src.selection.get("settings", {}).get("max_new_tokens")
+        if isinstance(cap, int) and cap > 0:
+            return cap
+    if src.run is not None:
+        caps = read_data_caps(src.run) or {}
+        cap = caps.get("generation.max_new_tokens") or src.config.get("generation", {}).get("max_new_tokens")
+        return int(cap) if cap else None
+    return None
+
+
 def default_system_prompt(src: Source) -> Optional[str]:
     """The training data's system prompt (from the run's data card); the reply task's for the embedded default
     (llmgan's reply task is what that model is exported for); None when unknown."""
@@ -214,7 +232,10 @@ def model_card(src: Source, info: dict, evaluation: Optional[dict]) -> str:
                 if src.selection and src.step is not None and 'selected' in str(src.model) else ""),
              f"- **Weights**: safetensors, {info['dtype']}, {info['parameters'] / 1e6:.1f}M parameters",
              f"- **Sampling defaults** (generation_config.json): do_sample, temperature {info['temperature']}, "
-             f"top-p {info['top_p']}, top-k 0 (off). The recipe was selected at these settings; serving at an "
+             f"top-p {info['top_p']}, top-k 0 (off)"
+             + (f", at most {info['max_new_tokens']} new tokens (the cap the run trained and was selected at; a "
+                "request may ask for more)" if info.get("max_new_tokens") else "")
+             + ". The recipe was selected at these settings; serving at an "
              "engine's own default (greedy, or temperature 0.7) gives other, less realistic text.",
              "- **Default system prompt** (in the chat template, used when a request has no system message): "
              + (f"\"{info['system_prompt']}\"" if info["system_prompt"] else "none (the base model's own)"), ""]
@@ -374,10 +395,13 @@ def export(source: Optional[str], output: str | Path, *, system_prompt: Optional
         tokenizer.chat_template = with_default_system(template, system)
     gen = model.generation_config
     gen.do_sample, gen.temperature, gen.top_p, gen.top_k = True, sampling["temperature"], sampling["top_p"], 0
+    cap = generation_cap(src)
+    if cap is not None:  # a reply is as long as in training at most, unless a request asks for more
+        gen.max_new_tokens = cap
     info = {"name": name or out.name, "source": src.model or "embedded default", "source_label": src.label,
             "run": str(src.run) if src.run else None, "step": src.step, "base_model": base, "merged_lora": merged,
             "dtype": str(model.dtype).replace("torch.", ""),
-            "parameters": sum(p.numel() for p in model.parameters()), **sampling,
+            "parameters": sum(p.numel() for p in model.parameters()), **sampling, "max_new_tokens": cap,
             "system_prompt": system or None, "data": src.data_path,
             "data_sources": (src.data_card or {}).get("sources"), "evaluation": ev["path"] if ev else None,
             "detector_auroc": ev["metrics"].get("detector_auroc") if ev else None}

@@ -30,7 +30,8 @@ checks itself): transformers 5.24 answers some bad requests with a bare 500 (a m
 `messages`, a message without a role, a non-integer or negative `max_tokens`) and checks no
 `max_tokens` against the model's context. Those get an OpenAI-style JSON error with status 400 (404 for an unknown model
 name) before the engine sees them, and the server keeps serving. A request without max_tokens gets
-min(--default-max-tokens, what the context leaves).
+min(--default-max-tokens, what the context leaves); that default is the export's max_new_tokens (the cap the
+run trained and was selected at, from the data), else 512.
 
 Where it runs:
   one CPU    llmgan serve agents/twon-reply                     (transformers serve)
@@ -66,6 +67,7 @@ from llmgan.errors import LlmganError
 
 DEFAULT_PORT = 8000
 ROLES = {"system", "developer", "user", "assistant", "tool"}
+FALLBACK_MAX_TOKENS = 512  # default max_tokens of a request that gives none, when the export carries no cap
 
 
 # ----------------------------------------------------------------------------------- the model
@@ -443,11 +445,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="default temperature (default: as selected, 1.0)")
     p.add_argument("--top-p", type=float, default=None, help="default top-p (default: as selected, 1.0)")
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
-    p.add_argument("--default-max-tokens", type=int, default=512,
-                   help="max_tokens of a request that gives none (default 512, cut to what the context leaves)")
+    p.add_argument("--default-max-tokens", type=int, default=None,
+                   help="max_tokens of a request that gives none (default: the export's max_new_tokens, the cap the "
+                        "run trained at; else 512; cut to what the context leaves)")
     p.add_argument("--seed", type=int, default=None, help="engine seed (default: none)")
     p.add_argument("--log-level", default="warning", help="transformers: engine log level (default warning)")
     p.add_argument("--engine-args", default=None, help="vllm: extra arguments, e.g. \"--tensor-parallel-size 4\"")
+
+
+def default_max_tokens(asked: Optional[int], info: dict) -> int:
+    """max_tokens of a request that gives none: --default-max-tokens when given, else the export's
+    max_new_tokens (the cap its run trained and was selected at), else FALLBACK_MAX_TOKENS."""
+    return int(asked or info.get("max_new_tokens") or FALLBACK_MAX_TOKENS)
 
 
 def _loopback(host: str) -> bool:
@@ -462,7 +471,8 @@ def run(args: argparse.Namespace) -> int:
 
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints every thread's stack (a server that seems stuck)
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    if args.default_max_tokens < 1 or (args.max_model_len is not None and args.max_model_len < 1):
+    if args.default_max_tokens is not None and args.default_max_tokens < 1 or \
+            (args.max_model_len is not None and args.max_model_len < 1):
         raise LlmganError("--default-max-tokens and --max-model-len must be >= 1")
     engine = pick_engine(args.engine)
     if engine == "transformers":
@@ -470,12 +480,14 @@ def run(args: argparse.Namespace) -> int:
     port = check_port(args.host, args.port)
     folder, info = prepare_model(args.model, system_prompt=args.system_prompt, temperature=args.temperature,
                                  top_p=args.top_p, name=args.name)
+    args.default_max_tokens = default_max_tokens(args.default_max_tokens, info)
     shown = {"transformers": "transformers serve" + (" (continuous batching)" if args.continuous_batching else ""),
              "vllm": "vLLM OpenAI server (untested by llmgan: no GPU was available)"}[engine]
     print(f"llmgan serve: engine {shown}\n"
           f"  model   '{info['name']}' from {folder}\n"
           f"  sampling temperature {info.get('temperature')}, top-p {info.get('top_p')} (generation_config.json)\n"
           f"  default system prompt {json.dumps(info.get('system_prompt'), ensure_ascii=False)}\n"
+          f"  default max_tokens {args.default_max_tokens} (a request without max_tokens)\n"
           f"  listening on http://{args.host}:{port}/v1 (port {port}); health: http://{args.host}:{port}/health",
           flush=True)
     if not _loopback(args.host):
