@@ -35,7 +35,7 @@ def main() -> int:
     import matplotlib.pyplot as plt
     import yaml
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7 + 3 * (len(args.runs) > 3), 4))  # room for the legend beside many runs
     drawn: set = set()
     for i, (run, label) in enumerate(zip(args.runs, labels)):
         run = Path(run)
@@ -58,7 +58,10 @@ def main() -> int:
     ax.set_xlabel("discriminator updates during the warm-up")
     ax.set_ylabel("held-out AUROC (real vs start-model sample)")
     ax.set_title("Is the teacher at least as strong as the judge?")
-    ax.legend(fontsize=8)
+    if len(args.runs) > 3:  # beside the axes: inside, it would cover the curves
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

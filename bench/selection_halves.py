@@ -141,7 +141,12 @@ def summarize(v: Sequence[dict]) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| run | " + " | ".join(RULES) + " |", "| --- |" + " ---: |" * len(RULES)]
+    lines = [f"Each cell: the chosen candidate's detector_auroc_max on half B minus the start model's on half B, mean "
+             f"over {result['halvings']} halvings of the validation prompts (negative: harder to detect than the "
+             f"start model); in brackets the share of halvings where it is below the start model, and how often each "
+             f"step was chosen (step:count). `python bench/selection_halves.py RUN ... --halvings "
+             f"{result['halvings']} --seed {result['seed']}`.", "",
+             "| run | " + " | ".join(RULES) + " |", "| --- |" + " ---: |" * len(RULES)]
     for run, by_rule in result["runs"].items():
         cells = [f"{by_rule[k]['mean_gain_b']:+.3f} ({by_rule[k]['share_below_start_b']:.0%}; "
                  f"{'/'.join(f'{s}:{n}' for s, n in by_rule[k]['chosen_steps'].items())})" for k in RULES]
