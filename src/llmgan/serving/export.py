@@ -159,10 +159,16 @@ def _read_run(src: Source, model_dir: Path, data: Optional[str]) -> None:
 # ------------------------------------------------------------------------------ what goes into DIR
 
 
+def is_selected_model(src: Source) -> bool:
+    """Whether the exported model is its run's RUN/selected/generator (and selection.json was read)."""
+    return bool(src.selection and src.model and Path(src.model).name == "generator"
+                and Path(src.model).parent.name == "selected")
+
+
 def sampling_settings(src: Source) -> dict[str, float]:
     """Temperature and top-p the exported model was chosen at: selection.json's settings when the model is the
     run's selected one, else the run's selection/generation config, else the recipe's 1.0 / 1.0."""
-    if src.selection and src.model and Path(src.model).name == "generator" and Path(src.model).parent.name == "selected":
+    if is_selected_model(src):
         s = src.selection.get("settings", {})
         if s.get("temperature") and s.get("top_p"):
             return {"temperature": float(s["temperature"]), "top_p": float(s["top_p"])}
@@ -179,7 +185,7 @@ def generation_cap(src: Source) -> Optional[int]:
     generation.max_new_tokens; None outside a run (the model's own default stays)."""
     from llmgan.io import read_data_caps
 
-    if src.selection and src.model and Path(src.model).name == "generator" and Path(src.model).parent.name == "selected":
+    if is_selected_model(src):
         cap = src.selection.get("settings", {}).get("max_new_tokens")
         if isinstance(cap, int) and cap > 0:
             return cap
@@ -396,7 +402,7 @@ def export(source: Optional[str], output: str | Path, *, system_prompt: Optional
     gen = model.generation_config
     gen.do_sample, gen.temperature, gen.top_p, gen.top_k = True, sampling["temperature"], sampling["top_p"], 0
     cap = generation_cap(src)
-    if cap is not None:  # a reply is as long as in training at most, unless a request asks for more
+    if cap is not None:  # no longer than in training, unless a request asks for more
         gen.max_new_tokens = cap
     info = {"name": name or out.name, "source": src.model or "embedded default", "source_label": src.label,
             "run": str(src.run) if src.run else None, "step": src.step, "base_model": base, "merged_lora": merged,
