@@ -18,7 +18,7 @@ Rules (each a function of the half-A scores of a run's candidates, in `RULES`):
   last           the last checkpoint
   start          the start model (SFT): the reference, its gain is 0 by construction
 
-Usage (2 cores: about 20 s per run and halving):
+Usage (2 cores: about 6 s per run and halving, plus the embedding of its texts):
   python bench/selection_halves.py runs/r12-reply-cap runs/r13-reply-cap-s1 --halvings 20 -o out/selection-halves.json
 """
 
