@@ -235,7 +235,7 @@ def model_card(src: Source, info: dict, evaluation: Optional[dict]) -> str:
                                                                            if info["merged_lora"] else ""),
              f"- **Selected step**: {src.step if src.step is not None else 'n/a (not from a run)'}"
              + (f" (criterion: {src.selection.get('criterion')}, on the '{src.selection.get('settings', {}).get('split')}' split)"
-                if src.selection and src.step is not None and 'selected' in str(src.model) else ""),
+                if is_selected_model(src) and src.step is not None else ""),
              f"- **Weights**: safetensors, {info['dtype']}, {info['parameters'] / 1e6:.1f}M parameters",
              f"- **Sampling defaults** (generation_config.json): do_sample, temperature {info['temperature']}, "
              f"top-p {info['top_p']}, top-k 0 (off)"
