@@ -18,6 +18,9 @@ Rules (each a function of the half-A scores of a run's candidates, in `RULES`):
   last           the last checkpoint
   start          the start model (SFT): the reference, its gain is 0 by construction
 
+`--max-step N` keeps only the candidates up to step N, so one long run answers "would a shorter game have done as
+well?": the same run with `--max-step 30` and without it, on the same halvings (the seed fixes them).
+
 Usage (2 cores: about 6 s per run and halving, plus the embedding of its texts):
   python bench/selection_halves.py runs/r12-reply-cap runs/r13-reply-cap-s1 --halvings 20 -o out/selection-halves.json
 """
@@ -58,12 +61,13 @@ RULES: dict[str, Callable[[Sequence[dict]], int]] = {
 }
 
 
-def load_run(run: Path) -> tuple[list[int], list[str], list[str], dict[int, list[str]]]:
-    """(steps, prompts, real responses, {step: generated}) of a run's selection."""
+def load_run(run: Path, max_step: int | None = None) -> tuple[list[int], list[str], list[str], dict[int, list[str]]]:
+    """(steps, prompts, real responses, {step: generated}) of a run's selection; with `max_step`, only the
+    candidates up to that step."""
     from llmgan.evaluation.reading import read_pairs
 
     sel = json.loads((run / "selection" / "selection.json").read_text())
-    steps = [c["step"] for c in sel["candidates"]]
+    steps = [c["step"] for c in sel["candidates"] if max_step is None or c["step"] <= max_step]
     gen, prompts, real = {}, None, None
     for s in steps:
         p, r, g = read_pairs(run / "selection" / f"step-{s}.jsonl")
@@ -99,14 +103,14 @@ def score_half(idx, gen_texts, real_texts, gen_emb, real_emb, *, seed: int, with
     return res
 
 
-def study(runs: Sequence[str], halvings: int, seed: int = 0) -> dict[str, Any]:
+def study(runs: Sequence[str], halvings: int, seed: int = 0, max_step: int | None = None) -> dict[str, Any]:
     import numpy as np
 
     from llmgan.evaluation.embed import embed
 
     per_run: dict[str, Any] = {}
     for run_name in runs:
-        steps, prompts, real, gen = load_run(Path(run_name))
+        steps, prompts, real, gen = load_run(Path(run_name), max_step)
         real_emb = embed(real, threads=1)
         gen_emb = {s: embed(gen[s], threads=1) for s in steps}
         distinct = sorted(set(prompts))
@@ -127,7 +131,7 @@ def study(runs: Sequence[str], halvings: int, seed: int = 0) -> dict[str, Any]:
             print(f"{run_name}: halving {h + 1}/{halvings}", file=sys.stderr, flush=True)
         per_run[run_name] = {k: summarize(v) for k, v in outcomes.items()}
     pooled = {k: {"mean_gain_b": statistics.mean(per_run[r][k]["mean_gain_b"] for r in runs)} for k in RULES}
-    return {"runs": per_run, "pooled": pooled, "halvings": halvings, "seed": seed}
+    return {"runs": per_run, "pooled": pooled, "halvings": halvings, "seed": seed, "max_step": max_step}
 
 
 def summarize(v: Sequence[dict]) -> dict[str, Any]:
@@ -145,7 +149,8 @@ def table(result: dict[str, Any]) -> str:
              f"over {result['halvings']} halvings of the validation prompts (negative: harder to detect than the "
              f"start model); in brackets the share of halvings where it is below the start model, and how often each "
              f"step was chosen (step:count). `python bench/selection_halves.py RUN ... --halvings "
-             f"{result['halvings']} --seed {result['seed']}`.", "",
+             f"{result['halvings']} --seed {result['seed']}"
+             + (f" --max-step {result['max_step']}" if result.get("max_step") is not None else "") + "`.", "",
              "| run | " + " | ".join(RULES) + " |", "| --- |" + " ---: |" * len(RULES)]
     for run, by_rule in result["runs"].items():
         cells = [f"{by_rule[k]['mean_gain_b']:+.3f} ({by_rule[k]['share_below_start_b']:.0%}; "
@@ -161,9 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", help="run folders with a finished selection/")
     p.add_argument("--halvings", type=int, default=20, help="random splits of the validation prompts (default 20)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-step", type=int, help="consider only the candidates up to this step (default: all)")
     p.add_argument("-o", "--output", help="write the result as JSON here (and a Markdown table beside it)")
     args = p.parse_args(argv)
-    result = study(args.runs, args.halvings, args.seed)
+    result = study(args.runs, args.halvings, args.seed, args.max_step)
     md = table(result)
     print(md)
     if args.output:

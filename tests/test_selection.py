@@ -64,6 +64,7 @@ def test_train_with_selection_scores_start_and_checkpoints(tiny_model_dir, demo_
     assert result["settings"]["split"] == "validation" and result["settings"]["temperature"] == 1.0
     md = (run / "selection" / "selection.md").read_text()
     assert f"| **{best['step']}** |" in md and md.count("\n| ") == 5  # header, rule, 3 candidates
+    assert (run / "selection" / "selection.png").stat().st_size > 0  # drawn, not only tabled
     selected = run / "selected" / "generator"
     assert result["selected"]["copied_to"] == str(selected)
     assert not (selected / "optimizer.pt").exists()
@@ -90,13 +91,30 @@ def test_select_cli_names_bad_input(tiny_model_dir, demo_data, tmp_path):
     assert res.returncode == 2 and "at least 10" in res.stderr and "limit 5" in res.stderr
 
 
+def _result(steps_and_aurocs=((0, 0.7), (5, 0.6)), chosen=5):
+    cands = [{"step": s, "label": f"c{s}", "detector_auroc_max": a, "detector_auroc_max_low": a - 0.1,
+              "detector_auroc_max_high": a + 0.1, "style_auroc": 0.5, "mean_words": 3.0 + s,
+              "human_mean_words": 4.0, "length_wasserstein": 1.0, "relevance_cosine": 0.2, "distinct_2": 0.9}
+             for s, a in steps_and_aurocs]
+    return {"settings": {"rows": 3, "split": "validation", "data": "d", "temperature": 1.0, "top_p": 1.0,
+                         "max_new_tokens": 8, "seed": 0}, "criterion": "lowest detector_auroc_max",
+            "selected": next(c for c in cands if c["step"] == chosen), "candidates": cands}
+
+
 def test_selection_table_marks_the_choice():
-    result = {"settings": {"rows": 3, "split": "validation", "data": "d", "temperature": 1.0, "top_p": 1.0,
-                           "max_new_tokens": 8, "seed": 0}, "criterion": "lowest detector_auroc_max",
-              "selected": {"step": 5},
-              "candidates": [{"step": s, "label": f"c{s}", "detector_auroc_max": a, "detector_auroc_max_low": a - 0.1,
-                              "detector_auroc_max_high": a + 0.1, "style_auroc": 0.5, "mean_words": 3.0,
-                              "human_mean_words": 4.0, "length_wasserstein": 1.0, "relevance_cosine": 0.2,
-                              "distinct_2": 0.9} for s, a in ((0, 0.7), (5, 0.6))]}
-    md = selection_table(result)
+    md = selection_table(_result())
     assert "| **5** | c5 | **0.600** (0.500-0.700, " in md and "| 0 | c0 | 0.700" in md
+
+
+def test_plot_selection_draws_the_candidates(tmp_path):
+    import matplotlib.image as mpimg
+
+    from llmgan.plots import plot_selection
+
+    out = plot_selection(_result(((0, 0.7), (10, 0.6), (20, 0.65)), chosen=10), tmp_path / "selection.png")
+    assert out == tmp_path / "selection.png"
+    img = mpimg.imread(out)
+    assert img.ndim == 3 and img.shape[1] > img.shape[0] > 100  # three panels side by side
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+    with pytest.raises(LlmganError, match="no candidates"):
+        plot_selection({**_result(), "candidates": []}, tmp_path / "empty.png")

@@ -161,6 +161,44 @@ def plot_runs(metrics_files: Sequence[str | Path], out_file: str | Path, *, labe
     return _save(fig, axes, len(metrics), figure_path(out_file))
 
 
+def plot_selection(result: dict, out_file: str | Path) -> Path:
+    """The candidates of `llmgan select` (what RUN/selection/selection.json holds) against their step: the
+    strongest detector's AUROC with its 95 % interval (the chosen step starred, the start model's value dashed),
+    mean words against the human mean, and relevance. Returns the figure's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cands = sorted(result["candidates"], key=lambda c: c["step"])
+    if not cands:
+        raise LlmganError("selection result has no candidates to draw")
+    steps = [c["step"] for c in cands]
+    chosen = result["selected"]["step"]
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.2), squeeze=False)
+    ax = axes[0, 0]
+    auc = [c["detector_auroc_max"] for c in cands]
+    err = [[a - c["detector_auroc_max_low"] for a, c in zip(auc, cands)],
+           [c["detector_auroc_max_high"] - a for a, c in zip(auc, cands)]]
+    ax.errorbar(steps, auc, yerr=err, marker="o", ms=4, lw=1.2, capsize=3, label="candidate (95 % interval)")
+    ax.axhline(auc[0], ls="--", lw=0.8, color="grey", label=f"start model (step {steps[0]})")
+    ax.plot([chosen], [result["selected"]["detector_auroc_max"]], marker="*", ms=14, color="tab:red", ls="",
+            label=f"chosen: step {chosen}")
+    ax.legend(fontsize=7)
+    _finish_axes(ax, "detector AUROC, strongest (lower is more human-like)")
+    ax = axes[0, 1]
+    ax.plot(steps, [c["mean_words"] for c in cands], marker="o", ms=4, lw=1.2, label="generated")
+    ax.axhline(cands[0]["human_mean_words"], ls="--", lw=0.8, color="black", label="human")
+    ax.legend(fontsize=7)
+    _finish_axes(ax, "mean words per response")
+    ax = axes[0, 2]
+    ax.plot(steps, [c["relevance_cosine"] for c in cands], marker="o", ms=4, lw=1.2)
+    _finish_axes(ax, "relevance (paired cosine to the real response)")
+    s = result.get("settings", {})
+    fig.suptitle(f"selection on {s.get('rows', '?')} '{s.get('split', '?')}' prompts", fontsize=9)
+    return _save(fig, axes, 3, figure_path(out_file))
+
+
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 

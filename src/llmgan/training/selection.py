@@ -11,7 +11,8 @@ The test split stays untouched for the final report. Selection can pick step 0: 
 adversarial stage did not help on this data, and the run says so.
 
 Writes RUN/selection/selection.json (every candidate's scores, the choice and the settings),
-RUN/selection/selection.md (the same as a table), RUN/selection/step-N.jsonl (the samples, ready
+RUN/selection/selection.md (the same as a table), RUN/selection/selection.png (the candidates' detector
+AUROC, length and relevance against the step), RUN/selection/step-N.jsonl (the samples, ready
 for `llmgan evaluate`) and RUN/selected/generator (the chosen adapter or model files). Runs by
 itself on a finished run, or at the end of `llmgan train` with `selection.enabled: true`; the
 settings come from the run's config.yaml `selection:` section and the flags below override them.
@@ -198,6 +199,12 @@ def select(run_dir: str | Path, *, data: Optional[str] = None, split: Optional[s
                            "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed}}
     write_atomic(out_dir / "selection.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")  # NaN allowed
     write_atomic(out_dir / "selection.md", selection_table(result))
+    try:  # the figure is a view of what is already written: a drawing failure must not lose the selection
+        from llmgan.plots import plot_selection
+
+        plot_selection(result, out_dir / "selection.png")
+    except Exception as e:  # noqa: BLE001 - reported, and selection.json/.md stand
+        print(f"selection: could not draw {out_dir / 'selection.png'}: {e}", flush=True)
     if progress:
         where = target or (best["model"] or "the embedded default model")
         print(f"selected step {best['step']} ({best['label']}): detector AUROC {best['detector_auroc_max']:.3f} on "
