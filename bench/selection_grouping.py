@@ -35,8 +35,9 @@ def rescore(run: Path, seed: int = 0) -> dict[str, Any]:
         rows.append({"step": c["step"], "by_pair": by_pair["detector_auroc_max"],
                      "by_prompt": by_prompt["detector_auroc_max"], "shipped": c["detector_auroc_max"],
                      "prompts": len(set(prompts)), "pairs": len(prompts)})
-        print(f"{run}: step {c['step']}: by pair {rows[-1]['by_pair']:.3f} (selection.json {c['detector_auroc_max']:.3f}), "
-              f"by prompt {rows[-1]['by_prompt']:.3f}", file=sys.stderr, flush=True)
+        print(f"{run}: step {c['step']}: by pair {rows[-1]['by_pair']:.3f} "
+              f"(selection.json {c['detector_auroc_max']:.3f}), by prompt {rows[-1]['by_prompt']:.3f}",
+              file=sys.stderr, flush=True)
     pick = {k: rows[choose([{"step": r["step"], "detector_auroc_max": r[k]} for r in rows])]["step"]
             for k in ("by_pair", "by_prompt")}
     return {"candidates": rows, "chosen_by_pair": pick["by_pair"], "chosen_by_prompt": pick["by_prompt"],
