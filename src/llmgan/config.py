@@ -125,6 +125,8 @@ class DiscriminatorSettings:
     mismatched_negatives: float = _help(
         "relevance negatives: each D update adds round(this x fakes) real responses read after another prompt of "
         "the batch, labelled fake, so D rewards replies that fit their post (0 = off; needs condition_on_prompt)", 0.0)
+    length_matched: bool = _help("D trains on each (real, generated) pair cut to the shorter one's token count, so it "
+                                 "cannot score length; pair with reward.length_weight (llmgan.adversarial.length)", False)
 
 
 @dataclass
@@ -140,6 +142,9 @@ class RewardSettings:
     saturation_high: float = _help("warn when D accuracy stays above this (reward saturated)", 0.98)
     saturation_low: float = _help("warn when D accuracy stays below this (no signal)", 0.55)
     stop_on_saturation: bool = _help("stop the run instead of only warning", False)
+    length_weight: float = _help("add this x log p_human(length) / p_generated(length), two kernel densities of "
+                                 "token counts (llmgan.adversarial.length), to each reward (0 = off)", 0.0)
+    length_window: int = _help("the generator's latest completions whose lengths estimate p_generated", 64)
 
 
 @dataclass
@@ -245,6 +250,9 @@ class RunConfig:
         elif d.mismatched_negatives and not d.condition_on_prompt:
             problems.append("discriminator.mismatched_negatives needs discriminator.condition_on_prompt=true (a D that "
                             "does not read the prompt cannot tell a reply to the wrong post)")
+        if self.reward.length_weight < 0 or self.reward.length_window < 1:
+            problems.append(f"reward.length_weight must be >= 0 and reward.length_window >= 1 (got "
+                            f"{self.reward.length_weight}, {self.reward.length_window})")
         if not 0 <= d.replay_fraction <= 1:
             problems.append(f"discriminator.replay_fraction must be in [0, 1] (got {d.replay_fraction})")
         if t.beta < 0:

@@ -52,6 +52,7 @@ def save(trainer: Any, directory: str | Path) -> None:
         save_file(cached, str(directory / REPLAY_FEATURES_FILE), metadata={"format": "pt"})
     meta = {"format": 2, "input_size": trainer.encoder.hidden_size, "updates": state["updates"],
             "calls": state["calls"], "watcher": state["watcher"], "replay": replay, "optimizer": optimizer_meta,
+            "lengths": state["lengths"],
             "discriminator": dataclasses.asdict(trainer.settings) if dataclasses.is_dataclass(trainer.settings) else None,
             "reward": dataclasses.asdict(trainer.reward_settings) if dataclasses.is_dataclass(trainer.reward_settings) else None}
     (directory / STATE_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1))
@@ -80,7 +81,7 @@ def load(trainer: Any, directory: str | Path) -> None:
     try:
         trainer.load_state_dict({"model": weights, "optimizer": other["optimizer"], "replay": replay,
                               "generator": other["generator"], "updates": meta["updates"],
-                              "calls": meta["calls"], "watcher": meta["watcher"]})
+                              "calls": meta["calls"], "watcher": meta["watcher"], "lengths": meta.get("lengths")})
     except (RuntimeError, ValueError, KeyError) as exc:
         raise LlmganError(f"discriminator checkpoint in {directory} does not fit the current discriminator "
                           f"settings (layers/width/heads/pooling/lstm/encoder): {str(exc).splitlines()[0]}") from None

@@ -42,6 +42,7 @@ from llmgan.adversarial.batch import (EncodedBatch, balanced_accuracy, mismatche
                                      select_rows)
 from llmgan.adversarial.discriminators import build_discriminator
 from llmgan.adversarial.features import as_text
+from llmgan.adversarial.length import LengthHistory, matched_prefix_masks
 from llmgan.adversarial.losses import LOSSES
 from llmgan.adversarial.replay import ReplayBuffer, stack_rows
 from llmgan.adversarial.saturation import SaturationStop, SaturationWatcher
@@ -90,6 +91,11 @@ class DiscriminatorTrainer:
         self._heldout: Optional[tuple[list, list, list]] = None  # set_heldout: (prompts, fakes, reals)
         self._heldout_encoded: Optional[list] = None  # their encodings, kept when the encoder is frozen
         self.d_loss = LOSSES.get(settings.loss)  # a losses.Loss
+        # discriminator.length_matched: D trains on (real, fake) pairs cut to one length; it needs each fake's real
+        self.length_matched = bool(getattr(settings, "length_matched", False))
+        self.keeps_reals = self.d_loss.paired or self.length_matched  # replay items keep their real's features
+        # the token counts of the reals D read and the latest fakes: reward.length_weight's two densities
+        self.lengths = LengthHistory(int(getattr(reward, "length_window", 64)))
         if self.d_loss is None:
             raise LlmganError(f"discriminator.loss must be one of {', '.join(LOSSES)} (got {settings.loss!r})")
 
@@ -147,7 +153,7 @@ class DiscriminatorTrainer:
         rep_h = rep_m = rep_rh = rep_rm = None
         if used:
             rep_h, rep_m = self._replay_features(used, "fake")
-            if self.d_loss.paired:
+            if self.keeps_reals:
                 rep_rh, rep_rm = self._replay_features(used, "real")
         metrics = {}
         with torch.no_grad():  # accuracy on fresh samples, before D trains on them
@@ -159,12 +165,19 @@ class DiscriminatorTrainer:
             for draw in draws:
                 rep = torch.tensor([local[i] for i in draw], dtype=torch.long, device=self.device)
                 cur = torch.randperm(m, generator=self.generator)[:m - len(draw)].to(self.device)
+                mis = self._mismatched_subset(batch, m)
+                if self.length_matched:
+                    hidden, mask, n_real = self._matched_rows(batch, cur, rep, rep_h, rep_m, rep_rh, rep_rm, mis)
+                    self.model.train()
+                    with self._own_rng():
+                        logits = self.model(hidden, mask)
+                    losses.append(self._step(self.d_loss.fn(logits[:n_real], logits[n_real:], s)))
+                    continue
                 parts = [(batch.real_h, batch.real_m), (batch.fake_h[cur], batch.fake_m[cur])]
                 if len(draw):
                     parts.append((rep_h[rep], rep_m[rep]))
                     if rep_rh is not None:
                         parts.append((rep_rh[rep], rep_rm[rep]))
-                mis = self._mismatched_subset(batch, m)
                 if mis is not None:
                     parts.append((batch.mis_h[mis], batch.mis_m[mis]))
                 hidden, mask = pad_cat(parts)
@@ -172,7 +185,7 @@ class DiscriminatorTrainer:
                 with self._own_rng():
                     logits = self.model(hidden, mask)
                 r = len(batch.reals)
-                n_rep_real = len(draw) if rep_rh is not None else 0
+                n_rep_real = len(draw) if self.d_loss.paired else 0
                 real_logits, fake_logits = logits[:r], logits[r:r + m]
                 if self.d_loss.paired:
                     real_logits = real_logits[batch.pair[cur]]
@@ -182,22 +195,7 @@ class DiscriminatorTrainer:
                     fake_logits = torch.cat([fake_logits, logits[r + m + n_rep_real:]])
                     if self.d_loss.paired:
                         real_logits = torch.cat([real_logits, logits[:r][batch.mis_pair[mis]]])
-                loss = self.d_loss.fn(real_logits, fake_logits, s)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self._sync_gradients()
-                # NaN/Inf in the loss or a gradient: skip this update (D keeps its weights), report the cause.
-                # The gradients are the same on every rank after _sync_gradients, so all ranks skip together.
-                grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters() if p.grad is not None)
-                if not grads_ok:
-                    self.faults.append(f"discriminator loss {float(loss.detach()):.4g}, gradient NaN/Inf: update skipped")
-                elif not torch.isfinite(loss.detach()) and self._world_size() == 1:
-                    self.faults.append(f"discriminator loss is {float(loss.detach())}: update skipped")
-                else:
-                    self.optimizer.step()
-                    self.updates += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
+                losses.append(self._step(self.d_loss.fn(real_logits, fake_logits, s)))
         self.model.eval()
         if batch.mis_h is not None:
             with torch.no_grad():
@@ -207,6 +205,49 @@ class DiscriminatorTrainer:
         metrics["discriminator/replay_samples"] = float(n_replay)
         metrics["discriminator/skipped_updates"] = float(len(self.faults))
         return metrics
+
+    def _step(self, loss: torch.Tensor) -> float:
+        """Backward and one AdamW step on `loss` (gradients averaged over ranks) -> the loss as a float. NaN/Inf
+        in the loss or a gradient skips the step (D keeps its weights) and reports the cause; the gradients
+        are the same on every rank after _sync_gradients, so all ranks skip together."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._sync_gradients()
+        grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters() if p.grad is not None)
+        if not grads_ok:
+            self.faults.append(f"discriminator loss {float(loss.detach()):.4g}, gradient NaN/Inf: update skipped")
+        elif not torch.isfinite(loss.detach()) and self._world_size() == 1:
+            self.faults.append(f"discriminator loss is {float(loss.detach())}: update skipped")
+        else:
+            self.optimizer.step()
+            self.updates += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def _matched_rows(self, batch: EncodedBatch, cur: torch.Tensor, rep: torch.Tensor, rep_h, rep_m, rep_rh, rep_rm,
+                      mis: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One length-matched update's input (`discriminator.length_matched`): every fake beside its own real,
+        both cut to the shorter one's token count (`matched_prefix_masks`), so D sees no length and no ending.
+        Rows: the reals of the current fakes `cur`, of the replayed fakes `rep`, the right replies of the
+        relevance negatives `mis`, then those fakes in the same order -> (hidden, mask, number of real rows);
+        row i of the reals pairs with row i of the fakes (paired losses; BCE reads them as two sets)."""
+        pair = batch.pair[cur]
+        reals = [(batch.real_h[pair], batch.real_m[pair])]
+        fakes = [(batch.fake_h[cur], batch.fake_m[cur])]
+        if len(rep):
+            reals.append((rep_rh[rep], rep_rm[rep]))
+            fakes.append((rep_h[rep], rep_m[rep]))
+        if mis is not None:
+            right = batch.mis_pair[mis]
+            reals.append((batch.real_h[right], batch.real_m[right]))
+            fakes.append((batch.mis_h[mis], batch.mis_m[mis]))
+        cut_reals, cut_fakes = [], []
+        for (rh, rm), (fh, fm) in zip(reals, fakes):
+            fm, rm = matched_prefix_masks(fm, rm)
+            cut_reals.append((rh, rm))
+            cut_fakes.append((fh, fm))
+        hidden, mask = pad_cat(cut_reals + cut_fakes)
+        return hidden, mask, sum(len(h) for h, _ in cut_reals)
 
     def score(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """D in eval mode: (real logits [R], fake logits [M]), counted as one scored generator batch; NaN/Inf
@@ -267,7 +308,8 @@ class DiscriminatorTrainer:
         return {"model": self._model_state(), "optimizer": self.optimizer.state_dict(),
                 "replay": self.replay.state_dict(), "generator": self.generator.get_state(),
                 "updates": self.updates, "calls": self.calls, "watcher": self.watcher.state_dict(),
-                "replay_features": [dict(f) if f else None for f in self.replay.features]}
+                "replay_features": [dict(f) if f else None for f in self.replay.features],
+                "lengths": self.lengths.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if getattr(self.model, "trainable_only_in_checkpoints", False):
@@ -283,6 +325,7 @@ class DiscriminatorTrainer:
         self.generator.set_state(state["generator"])
         self.updates, self.calls = int(state["updates"]), int(state["calls"])
         self.watcher.load_state_dict(state["watcher"])
+        self.lengths.load_state_dict(state.get("lengths"))
         features = state.get("replay_features")
         if self.cache_features and features is not None and len(features) == len(self.replay.items):
             self.replay.features = [dict(f) if f else None for f in features]
@@ -332,6 +375,7 @@ class DiscriminatorTrainer:
         real_h, real_m = (t.to(self.device) for t in self.encoder.encode(real_prompts if cond else None, reals))
         batch = EncodedBatch(list(prompts), fakes, reals, torch.tensor(pair, dtype=torch.long, device=self.device),
                        fake_h, fake_m, real_h, real_m)
+        self.lengths.add(human=real_m.sum(1).tolist(), generated=fake_m.sum(1).tolist())
         if cond and getattr(self.settings, "mismatched_negatives", 0.0) > 0:
             other = mismatched_prompts([prompt_key(p) for p in real_prompts])
             rows = [i for i, j in enumerate(other) if j >= 0]
@@ -417,7 +461,7 @@ class DiscriminatorTrainer:
         if self.cache_features:  # frozen encoder: keep each fake's response features (and its real's, for BT pairs)
             n_fake = batch.fake_m.sum(1).tolist()
             features = [{"fake": batch.fake_h[j, :int(n)].detach().clone()} for j, n in enumerate(n_fake)]
-            if self.d_loss.paired:
+            if self.keeps_reals:
                 n_real = batch.real_m.sum(1).tolist()
                 reals = [batch.real_h[i, :int(n)].detach().clone() for i, n in enumerate(n_real)]  # once per real
                 for f, i in zip(features, pairs):

@@ -112,12 +112,30 @@ class DiscriminatorReward(DiscriminatorTrainer):
         batch = self.encode(prompts, completions, kwargs.get(self.real_column) if response is None else response)
         metrics = self.update(batch)
         real_logits, fake_logits = self.score(batch)
-        rewards = self.shape(fake_logits)
-        metrics.update({**self.score_metrics(real_logits, fake_logits), **reward_metrics(rewards)})
+        rewards = self.shape(fake_logits, batch)
+        metrics.update({**self.score_metrics(real_logits, fake_logits), **reward_metrics(rewards),
+                        **self.length_metrics(batch)})
         self.finish(batch, metrics, kwargs.get("log_metric"))
         self.watch(self.metrics["discriminator/accuracy"])
         return [float(r) for r in rewards.cpu()]
 
-    def shape(self, fake_logits: torch.Tensor) -> torch.Tensor:
-        """D's logits on the fakes [N] -> rewards [N] with this run's `reward.kind` and `reward.clip`."""
-        return shape_reward(fake_logits, self.reward_settings.kind, self.reward_settings.clip)
+    def shape(self, fake_logits: torch.Tensor, batch: Any = None) -> torch.Tensor:
+        """D's logits on the fakes [N] -> rewards [N] with this run's `reward.kind` and `reward.clip`; with
+        `reward.length_weight` w > 0 and the encoded `batch`, plus w x log p_human(L) / p_generated(L) of each
+        fake's token count L (`llmgan.adversarial.length`)."""
+        rewards = shape_reward(fake_logits, self.reward_settings.kind, self.reward_settings.clip)
+        weight = float(getattr(self.reward_settings, "length_weight", 0.0))
+        if weight and batch is not None:
+            rewards = rewards + weight * self.lengths.ratio(batch.fake_m.sum(1)).to(rewards.device)
+        return rewards
+
+    def length_metrics(self, batch: Any) -> dict[str, float]:
+        """With `reward.length_weight` > 0: generator/length_log_ratio (mean over the fakes), and the mean token
+        counts of the fakes (generator/response_tokens) and of the human lengths behind the estimate; else {}."""
+        if not float(getattr(self.reward_settings, "length_weight", 0.0)):
+            return {}
+        lengths = batch.fake_m.sum(1)
+        human = list(self.lengths.human)
+        return {"generator/length_log_ratio": float(self.lengths.ratio(lengths).mean()),
+                "generator/response_tokens": float(lengths.float().mean()),
+                "generator/human_response_tokens": sum(human) / len(human) if human else float("nan")}

@@ -227,11 +227,13 @@ class AdversarialGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         # 3. discriminator update: k steps on real vs synthetic (+ replay)
         t0 = clock()
         metrics.update(d.update(batch))
-        # 4. rewards: the updated D scores the completions; the score is shaped (reward.kind, reward.clip)
+        # 4. rewards: the updated D scores the completions; the score is shaped (reward.kind, reward.clip), plus
+        #    the length term (reward.length_weight)
         real_logits, fake_logits = d.score(batch)
-        rewards = d.shape(fake_logits)
+        rewards = d.shape(fake_logits, batch)
         metrics["timing/discriminator"] = clock() - t0
-        metrics.update({**d.score_metrics(real_logits, fake_logits), **reward_metrics(rewards)})
+        metrics.update({**d.score_metrics(real_logits, fake_logits), **reward_metrics(rewards),
+                        **d.length_metrics(batch)})
         d.finish(batch, metrics, self._log_metric)  # replay push; metrics averaged over processes, logged
         self._faults += d.faults
         d.watch(d.metrics["discriminator/accuracy"])
