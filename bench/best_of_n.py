@@ -1,10 +1,10 @@
 """How far can the teacher's reward take the generator? Best-of-n under the warmed-up discriminator (issue 14).
 
-The adversarial stage moves the policy toward the completions its discriminator (D) scores as human. KL-
-regularised policy-gradient training at a small KL reaches about what best-of-n sampling under the same reward
-reaches (best-of-n's KL to the start model is at most log n - (n-1)/n nats per response). So best-of-n under
-D, judged by `llmgan evaluate`, is the ceiling of what this teacher can give at that KL, with no optimiser in
-the way:
+The adversarial stage moves the policy toward the completions its discriminator (D) scores as human. Best-of-n
+sampling under the same reward is the usual yardstick of what a reward gives at a KL budget (its KL to the start
+model is at most log n - (n-1)/n nats per response, arXiv 2401.01879; KL-regularised RL is compared with it at
+equal KL, arXiv 2210.10760). So best-of-n under D, judged by `llmgan evaluate`, shows what this teacher can give
+at that KL with no optimiser in the way:
 - if best-of-8 under D beats the start model by much more than the game's -0.03 under the judge, the teacher
   has more to give and the optimiser (few prompts, few steps on a CPU) is what holds the game back;
 - if best-of-8 ties, the teacher's preferences are not the judge's, and more steps or a better optimiser
@@ -156,7 +156,7 @@ def main() -> int:
     p.add_argument("--reuse", help="a run of the same config and model: its warm-up pool and held-out samples are reused")
     p.add_argument("--n", type=int, default=8, help="samples per prompt")
     p.add_argument("--ns", default="1,2,4,8", help="best-of sizes to write (each <= --n)")
-    p.add_argument("--limit", type=int, default=250, help="the first N validation prompts")
+    p.add_argument("--limit", type=int, default=250, help="prompts: the first N of validation or test, N drawn from train")
     p.add_argument("--work", required=True, help="folder for the teacher's warm-up, the samples and the picks")
     p.add_argument("--seed", type=int, default=0, help="train.seed of the teacher; also moves the draws' seeds")
     p.add_argument("--split", choices=("validation", "train", "test"), default="validation",
