@@ -196,7 +196,7 @@ def main() -> int:
                                run_dir=run_dir)
     warmup_s = time.perf_counter() - t0
     end = log[-1]
-    # 2. n samples per validation prompt
+    # 2. n samples per prompt of --split
     if args.split == "train":
         import torch
 
