@@ -15,7 +15,7 @@ validation; the teacher's warm-up and held-out set stay on validation):
 1. the teacher: the config's D, warmed up exactly as `llmgan train` warms it up (build_components, then
    `warmup_discriminator`) in --work; a pool and held-out set already sampled by a run of the same config
    (--reuse RUN: its warmup_pool.jsonl and heldout.jsonl) are copied in and read back instead of sampled again;
-2. n samples per prompt for the first --limit validation prompts at the training sampling, each draw k with
+2. n samples per prompt for --limit prompts of --split at the training sampling, each draw k with
    its own seed (1000 + 100 x --seed + k), kept in --work/samples-k.jsonl (a later call reuses them);
 3. D's logit of every (prompt, sample), in chunks;
 4. for each n in --ns, per prompt the sample D ranks most human among draws 0..n-1 (best-n.jsonl), and for
@@ -31,7 +31,7 @@ Then judge them, e.g.
 best-1 is one plain sample per prompt (draw 0): the start model as shipped. The plot of the judge against n:
   python bench/best_of_n.py --plot out/bon/judge/comparison.json -o docs/results/issue14/best-of-n-reply.png
 
-Example (RESULTS.md, "Best-of-n under the teacher"):
+Example (RESULTS.md, "How far the teacher's ranking reaches"):
   python bench/best_of_n.py --config configs/twon-reply.yaml --model runs/r12-reply-cap/sft/final/generator \\
       --reuse runs/r20-reply-p8-s0 --n 8 --limit 250 --work out/bon
 """
@@ -69,16 +69,21 @@ def draws(cfg, model, tok, prompts: list, reals: list, n: int, work: Path, seed:
     return out
 
 
-def d_logits(disc, prompts: list, fakes: list[str], reals: list, chunk: int = 32) -> list[float]:
-    """D's logit (higher = more human) of each fake, read with its prompt; in chunks of `chunk`."""
+def d_logits(disc, prompts: list, texts: list[list[str]], reals: list, chunk: int = 8) -> list[list[float]]:
+    """D's logit (higher = more human) of every draw texts[k][i], read with prompt i -> scores[k][i]. The n draws
+    of `chunk` prompts go through D together, so the discriminator's encode keeps each (prompt, real) pair once
+    and a real reply is encoded once per chunk, not once per draw."""
     import torch
 
-    scores: list[float] = []
+    n = len(texts)
+    scores = [[0.0] * len(prompts) for _ in range(n)]
     with torch.no_grad():
-        for s in range(0, len(fakes), chunk):
-            batch = disc.encode(prompts[s:s + chunk], fakes[s:s + chunk], reals[s:s + chunk])
+        for s in range(0, len(prompts), chunk):
+            rows = [(i, k) for i in range(s, min(s + chunk, len(prompts))) for k in range(n)]
+            batch = disc.encode([prompts[i] for i, _ in rows], [texts[k][i] for i, k in rows], [reals[i] for i, _ in rows])
             _, fake = disc.score(batch)
-            scores += [float(x) for x in fake.cpu()]
+            for (i, k), x in zip(rows, fake.cpu().tolist()):
+                scores[k][i] = float(x)
     return scores
 
 
@@ -219,7 +224,7 @@ def main() -> int:
     sample_s = time.perf_counter() - t0
     # 3. D's logit of every sample
     t0 = time.perf_counter()
-    scores = [d_logits(disc, prompts, texts[k], reals) for k in range(args.n)]
+    scores = d_logits(disc, prompts, texts, reals)
     score_s = time.perf_counter() - t0
     # 4. the picks
     summary = {"config": args.config, "model": args.model, "n": args.n, "prompts": len(prompts),
