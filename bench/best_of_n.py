@@ -15,6 +15,7 @@ validation; the teacher's warm-up and held-out set stay on validation):
 1. the teacher: the config's D, warmed up exactly as `llmgan train` warms it up (build_components, then
    `warmup_discriminator`) in --work; a pool and held-out set already sampled by a run of the same config
    (--reuse RUN: its warmup_pool.jsonl and heldout.jsonl) are copied in and read back instead of sampled again;
+   the warm-up saves the teacher in --work/run/teacher, as `llmgan train` saves RUN/teacher;
 2. n samples per prompt for --limit prompts of --split at the training sampling, each draw k with
    its own seed (1000 + 100 x --seed + k), kept in --work/samples-k.jsonl (a later call reuses them);
 3. D's logit of every (prompt, sample), in chunks;
@@ -30,6 +31,9 @@ Then judge them, e.g.
       out/bon/worst-8.jsonl --detectors all --threads 2 -o out/bon/judge
 best-1 is one plain sample per prompt (draw 0): the start model as shipped. The plot of the judge against n:
   python bench/best_of_n.py --plot out/bon/judge/comparison.json -o docs/results/issue14/best-of-n-reply.png
+
+The shipped form of step 4 is `llmgan generate --best-of N --teacher RUN/teacher` (draw k seeded --seed + k: with
+--seed 1000 its draws are this script's seed-0 draws).
 
 Example (RESULTS.md, "How far the teacher's ranking reaches"):
   python bench/best_of_n.py --config configs/twon-reply.yaml --model runs/r12-reply-cap/sft/final/generator \\

@@ -28,7 +28,8 @@ ALLOWED = {
     "data": {"models"},
     # config checks registry names (discriminator.architecture, loss, reward.kind) where they are declared
     "config": {"adversarial"},
-    "generator": {"models", "data"},
+    # `generate --best-of N --teacher`: a run's warmed-up discriminator ranks the draws (adversarial.teacher)
+    "generator": {"models", "data", "adversarial"},
     "plots": set(),
     "serving": {"models", "data"},
     "training": {"adversarial", "models", "data", "generator", "plots", "evaluation"},

@@ -244,6 +244,9 @@ def test_warmup_until_the_heldout_auroc_stops_rising_and_the_judge_beside_it(tin
     assert end["end_of_warmup"] and end["step"] == 1  # no rise after step 1 with patience 1
     assert 0 <= end["discriminator/heldout_auroc"] <= 1 and 0 <= end["judge/heldout_auroc_max"] <= 1
     assert end["judge/heldout_auroc_max_detector"] in ("minilm_lr", "ngram_lr")
+    teacher = json.loads((run / "teacher" / "teacher.json").read_text())  # the warmed-up D, kept for --best-of
+    assert teacher["discriminator/heldout_auroc"] == end["discriminator/heldout_auroc"] and teacher["warmup_steps"] == 1
+    assert teacher["start_model"] == str(tiny_model_dir) and (run / "teacher" / "discriminator.safetensors").is_file()
     assert "discriminator/heldout_auroc" in read_metrics(run)[0]
     held = [json.loads(x) for x in (run / "heldout.jsonl").read_text().splitlines()]  # kept for a resume
     assert len(held) == 10 and {"prompt", "real", "fake"} <= set(held[0])
@@ -284,6 +287,9 @@ def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkey
 
         select = staticmethod(select_rows)
 
+        def state_dict(self):  # RUN/teacher at the end of the warm-up (test_teacher reads a real one back)
+            return {"model": {"w": torch.ones(2)}}
+
         def train_on(self, batch, steps=None, metrics=None):
             reals = [batch.reals[i] for i in batch.pair.tolist()]
             self.steps.append(list(zip([p[-1]["content"] for p in batch.prompts], batch.fakes, reals)))
@@ -308,6 +314,10 @@ def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkey
     assert [r["step"] for r in log[1:]] == [1, 2, 3, 4, 5]
     assert all({"timing/generate", "timing/discriminator", "discriminator/loss"} <= set(r) for r in log[1:])
     assert all("other" not in r for r in log)
+    teacher = tmp_path / "teacher"
+    assert json.loads((teacher / "teacher.json").read_text())["warmup_steps"] == 5
+    assert load_config(teacher / "config.yaml") == cfg  # the config the teacher was warmed up under
+    assert torch.equal(load_file(str(teacher / "discriminator.safetensors"))["w"], torch.ones(2))
     calls.clear()
     stages.warmup_discriminator(cfg, None, None, rows, RecordingD(), progress=False, run_dir=tmp_path)
     assert calls == []  # the same pool, read back

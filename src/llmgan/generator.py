@@ -12,6 +12,13 @@ final `generator/` folder) or nothing for the embedded SmolLM2-135M-Instruct.
 from the data (`data.response_cap_quantile`: RUN/data_caps.json beside or above the folder), so a model is
 sampled as it was trained; otherwise to 64.
 
+--best-of N --teacher RUN/teacher: N draws per prompt (draw k seeded --seed + k, so draw 0 is the plain sample
+of --seed), each scored by the run's discriminator at the end of its warm-up (`llmgan.adversarial.teacher`); the
+one it scores most human is kept. This is reranking at sampling time, not training: N times the sampling cost,
+and the generator is unchanged. On held-out TWON replies best of 4 from the SFT model under its teacher is
+harder to detect than one SFT sample (RESULTS.md, "How far the teacher's ranking reaches"). Finished draws are
+kept in OUTPUT.draws/ and read back by the same command run again.
+
 One CPU: the default batch size of 16 keeps the 135M model at a few seconds per batch. One GPU: add
 `--device cuda` and raise `--batch-size`. Many GPUs: split the file with --limit/--offset per process.
 
@@ -157,6 +164,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own code (off by default)")
+    p.add_argument("--best-of", type=int, default=1, metavar="N",
+                   help="sample N responses per prompt (draw k seeded --seed + k) and keep the one --teacher scores "
+                        "most human (default 1: plain sampling, the same texts as draw 0)")
+    p.add_argument("--teacher", default=None,
+                   help="a run's RUN/teacher folder (the discriminator at the end of its warm-up) to rank the "
+                        "--best-of draws; measured with the run's start model (RUN/sft/final/generator) as --model")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -182,8 +195,16 @@ def run(args: argparse.Namespace) -> int:
         raise LlmganError("need --temperature > 0, 0 < --top-p <= 1, --max-new-tokens >= 1 and --batch-size >= 1")
     if args.offset < 0 or (args.limit is not None and args.limit < 1):
         raise LlmganError(f"need --offset >= 0 and --limit >= 1 (got --offset {args.offset}, --limit {args.limit})")
+    if args.best_of < 1 or (args.best_of > 1) != bool(args.teacher):
+        raise LlmganError(f"--best-of {args.best_of}" + (f" with --teacher {args.teacher}" if args.teacher else "")
+                          + ": --best-of N > 1 needs --teacher RUN/teacher (the discriminator that ranks the draws), "
+                            "and --teacher needs --best-of N > 1")
     check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
     check_device(args.device)
+    if args.teacher:
+        from llmgan.adversarial.teacher import check_teacher
+
+        check_teacher(args.teacher)
     ds = load_prepared(args.dataset)
     if args.split not in ds:
         raise LlmganError(f"split '{args.split}' not in {args.dataset}; splits: {', '.join(ds)}")
@@ -200,6 +221,12 @@ def run(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code).to(args.device)
     t0 = time.perf_counter()
+    if args.best_of > 1:
+        texts = _best_of(args, model, tok, prompts, list(split["response"]))
+        dt = time.perf_counter() - t0
+        out = write_rows(_rows(prompts, split["response"], texts), args.output)
+        print(f"wrote {len(texts)} rows to {out}, each the best of {args.best_of} under {args.teacher} ({dt:.1f} s)")
+        return 0
     try:
         texts = generate_responses(model, tok, prompts, max_new_tokens=args.max_new_tokens,
                                    temperature=args.temperature, top_p=args.top_p, do_sample=not args.greedy,
@@ -221,3 +248,58 @@ def run(args: argparse.Namespace) -> int:
     out = write_rows(rows, args.output)
     print(f"wrote {len(rows)} rows to {out} ({dt:.1f} s, {len(rows) / dt:.2f} responses/s)")
     return 0
+
+
+def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], reals: list) -> list[str]:
+    """--best-of N --teacher T: N draws (draw k seeded --seed + k, each kept in OUTPUT.draws/draw-k.jsonl and read
+    back by the same command run again, so an interrupted run loses at most the draw in progress), D's logit of
+    every draw, the highest per prompt."""
+    import json
+
+    import torch
+
+    from llmgan.adversarial.teacher import Teacher, best_of
+    from llmgan.io import write_atomic
+
+    folder = Path(args.output)
+    folder = folder.with_name(folder.name + ".draws")
+    folder.mkdir(parents=True, exist_ok=True)
+    texts: list[list[str]] = []
+    for k in range(args.best_of):
+        sampling = {"model": str(args.model), "seed": args.seed + k, "temperature": args.temperature,
+                    "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "greedy": args.greedy,
+                    "batch_size": args.batch_size, "dtype": args.dtype}
+        path = folder / f"draw-{k}.jsonl"
+        if path.is_file():
+            try:
+                kept = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            except (OSError, ValueError):
+                kept = []
+            if [r.get("prompt") for r in kept] == prompts and all(r.get("sampling") == sampling for r in kept):
+                texts.append([str(r.get("generated") or "") for r in kept])
+                print(f"draw {k + 1}/{args.best_of}: read back from {path}")
+                continue
+        if not args.quiet:
+            print(f"draw {k + 1}/{args.best_of} (seed {args.seed + k})")
+        try:
+            draw = generate_responses(model, tok, prompts, max_new_tokens=args.max_new_tokens,
+                                      temperature=args.temperature, top_p=args.top_p, do_sample=not args.greedy,
+                                      batch_size=args.batch_size, seed=args.seed + k, progress=not args.quiet)
+        except GenerationInterrupted as stop:
+            raise GenerationInterrupted(stop.finished, stop.total, f"{stop.signal_name} in draw {k + 1} of "
+                                        f"{args.best_of}: the {k} finished draws are kept in {folder}; the same "
+                                        f"command continues from them") from None
+        write_atomic(path, "".join(json.dumps({"prompt": p, "real": r, "generated": t, "sampling": sampling},
+                                              ensure_ascii=False) + "\n"
+                                   for p, r, t in zip(prompts, reals, draw)))
+        texts.append(draw)
+    teacher = Teacher.load(args.teacher, device=args.device)
+    if str(teacher.cfg.model.name) != str(args.model):
+        print(f"note: --teacher {args.teacher} was warmed up on samples of {teacher.cfg.model.name}, not of --model "
+              f"{args.model}; its ranking was measured on its own start model's samples")
+    logits = torch.stack([teacher.logits(prompts, draw) for draw in texts])  # [N, M]
+    pick = best_of(logits)
+    counts = torch.bincount(pick, minlength=args.best_of).tolist()
+    print(f"teacher logit: draw 0 {logits[0].mean():.3f}, best of {args.best_of} "
+          f"{logits.gather(0, pick[None]).mean():.3f}; picks per draw {counts}")
+    return [texts[k][i] for i, k in enumerate(pick.tolist())]

@@ -231,7 +231,8 @@ class AtomicCheckpoints:
 RUN_FOLDER_ENTRIES = ("config.yaml", "metrics.jsonl", "faults.jsonl", "tensorboard", "plots", "samples", "final", "sft",
                       "selection", "selected",
                       "samples_before_after.json", "README.md", "completions", STAGING_DIR, ".final.tmp",
-                      "data_caps.json", "warmup.jsonl", "heldout.jsonl", "warmup_pool.jsonl")  # the last three: stages.py
+                      "data_caps.json", "warmup.jsonl", "heldout.jsonl", "warmup_pool.jsonl",
+                      "teacher")  # the last four: stages.py
 """What `llmgan train` (and TRL: README.md model card) writes at the top of a run folder, besides checkpoint-N."""
 
 

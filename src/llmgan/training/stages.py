@@ -94,7 +94,9 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
     (heldout_judge): the teacher should not be weaker than the judge. Rows go to RUN/warmup.jsonl, with
     each step's time split into timing/generate, timing/encode (fresh samples only; a pool's encoding is
     timing/pool_encode in the step-0 row) and timing/discriminator. With several processes nothing is read
-    back from the run folder: every rank samples, so all of them run the same generation calls."""
+    back from the run folder: every rank samples, so all of them run the same generation calls.
+    At the end the warmed-up D goes to RUN/teacher/ (`llmgan.adversarial.teacher`), a reranker for
+    `llmgan generate --best-of N --teacher RUN/teacher`."""
     import time
 
     import torch
@@ -193,4 +195,10 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
                          f"{end['judge/heldout_auroc_max']:.3f} on the same texts"
                          + (": the teacher is weaker than the judge" if weaker else ""))
             print(line)
+    if main_dir is not None:  # the warmed-up D, for `llmgan generate --best-of N --teacher RUN/teacher`
+        from llmgan.adversarial.teacher import TEACHER_DIR, save_teacher
+
+        end = log[-1] if log and log[-1].get("end_of_warmup") else {}
+        save_teacher(cfg, discriminator, main_dir / TEACHER_DIR,
+                     {"warmup_steps": steps, **{k: v for k, v in end.items() if k.startswith(("discriminator/", "judge/"))}})
     return log

@@ -1,0 +1,133 @@
+"""The warmed-up discriminator as a reranker: RUN/teacher/, written at the end of the warm-up, and read back by
+`llmgan generate --best-of N --teacher RUN/teacher` to keep, of N samples per prompt, the one it scores most
+human (RESULTS.md, "Reranking with the teacher, shipped": on held-out replies best of 4 under each of three
+seeds' teachers beats the SFT model they rank, where the adversarial game tied it).
+
+The folder holds D's weights (safetensors; no optimizer or replay state), the run's resolved config at the
+end of the warm-up (`config.yaml`: model.name is the start model whose states D reads, the caps are the
+run's) and `teacher.json` (its held-out AUROC and the judge's on the same texts, when measured).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from llmgan.errors import LlmganError
+
+TEACHER_DIR = "teacher"          # RUN/teacher/
+CONFIG_FILE = "config.yaml"      # the run config at the end of the warm-up
+SUMMARY_FILE = "teacher.json"    # start model, warm-up steps, held-out AUROCs
+WEIGHTS_FILE = "discriminator.safetensors"  # D's weights (all, or the trainable part of an `lm` D)
+
+
+def save_teacher(cfg: Any, discriminator: Any, folder: str | Path, summary: Optional[dict] = None) -> Path:
+    """Write D's weights (safetensors), the config it was warmed up under and a summary to `folder` (e.g.
+    RUN/teacher); returns it. Only what scoring needs: no optimizer or replay state (a checkpoint-N/discriminator
+    folder has those, for resuming the game)."""
+    import os
+
+    import yaml
+    from safetensors.torch import save_file
+
+    from llmgan.config import config_to_dict
+    from llmgan.io import write_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in discriminator.state_dict()["model"].items()}
+    tmp = folder / f".{WEIGHTS_FILE}.tmp"
+    save_file(weights, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    write_atomic(folder / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_atomic(folder / SUMMARY_FILE, json.dumps({"start_model": str(cfg.model.name), **(summary or {})}, indent=1))
+    return folder
+
+
+def check_teacher(folder: str | Path) -> Path:
+    """`folder` as a Path when it holds a saved teacher; else an error naming the folder and the missing file."""
+    folder = Path(folder)
+    hint = f"a run writes RUN/{TEACHER_DIR}/ at the end of its discriminator warm-up"
+    if not folder.is_dir():
+        raise LlmganError(f"--teacher {folder}: no such folder ({hint})")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise LlmganError(f"--teacher {folder}: missing {name}, so this is not a teacher folder ({hint})")
+    return folder
+
+
+class Teacher:
+    """A saved teacher, loaded to score completions: `Teacher.load(RUN/teacher).logits(prompts, texts)`."""
+
+    def __init__(self, discriminator: Any, cfg: Any, folder: Path):
+        self.discriminator, self.cfg, self.folder = discriminator, cfg, folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu", dtype: Optional[str] = None) -> "Teacher":
+        """Read RUN/teacher: the start model (model.name of its config.yaml) is loaded frozen as D's encoder, D's
+        weights read back. Errors name the folder and the missing file before any model loads."""
+        from llmgan.adversarial.discriminators import reads_tokens
+        from llmgan.adversarial.features import HiddenStateEncoder, TokenEncoder
+        from llmgan.adversarial.reward import DiscriminatorReward
+        from llmgan.config import load_config
+        from llmgan.models import load_model, load_tokenizer
+
+        folder = check_teacher(folder)
+        cfg = load_config(folder / CONFIG_FILE)
+        dtype = dtype or cfg.model.dtype
+        tok = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+        model = load_model(cfg.model.name, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code).to(device)
+        model.eval().requires_grad_(False)
+        encoder_cls = TokenEncoder if reads_tokens(cfg.discriminator) else HiddenStateEncoder
+        # discriminator.encoder 'reference' or 'policy': at the end of the warm-up both are the start model, loaded
+        # here as a plain frozen model (reference_model); a named encoder model is loaded by from_settings
+        encoder = encoder_cls.from_settings(cfg.discriminator, policy=model, tokenizer=tok, reference_model=model,
+                                            model_name=cfg.model.name, dtype=dtype,
+                                            max_prompt_tokens=cfg.data.max_prompt_tokens,
+                                            trust_remote_code=cfg.model.trust_remote_code, device=device)
+        disc = DiscriminatorReward(cfg.discriminator, cfg.reward, encoder, seed=cfg.train.seed, device=device)
+        from safetensors.torch import load_file
+
+        weights = load_file(str(folder / WEIGHTS_FILE), device=str(disc.device))
+        expected = set(disc.state_dict()["model"])  # all of D, or the trainable part of an `lm` D
+        try:
+            if set(weights) != expected:
+                raise RuntimeError(f"{len(weights)} tensors where it has {len(expected)}")
+            disc.model.load_state_dict(weights, strict=not getattr(disc.model, "trainable_only_in_checkpoints", False))
+        except RuntimeError as exc:
+            raise LlmganError(f"--teacher {folder}: {WEIGHTS_FILE} does not fit the discriminator its {CONFIG_FILE} "
+                              f"describes ({str(exc).splitlines()[0][:200]})") from None
+        return cls(disc, cfg, folder)
+
+    def logits(self, prompts: Sequence[Any], completions: Sequence[Any]) -> torch.Tensor:
+        """prompts [M] (conversations), completions [M] -> D's logits [M] (higher = more human)."""
+        return score_completions(self.discriminator, prompts, completions)
+
+
+def score_completions(discriminator: Any, prompts: Sequence[Any], completions: Sequence[Any],
+                      chunk: int = 32) -> torch.Tensor:
+    """A DiscriminatorTrainer in eval mode on completions alone, no real replies needed: prompts [M], completions
+    [M] -> logits [M] (higher = more human), the fake logits its `score` gives the same texts in a training batch
+    (each row is read on its own, under its mask), `chunk` completions per encode. Not counted as a scored batch."""
+    from llmgan.adversarial.features import as_text
+
+    d = discriminator
+    cond = d.encoder.condition_on_prompt
+    d.model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(completions), chunk):
+            h, m = d.encoder.encode(list(prompts[s:s + chunk]) if cond else None,
+                                    [as_text(c) for c in completions[s:s + chunk]])
+            out.append(d.model(h.to(d.device), m.to(d.device)).float().reshape(-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def best_of(logits: torch.Tensor) -> torch.Tensor:
+    """logits [N, M] of N draws for M prompts -> index [M] of the draw with the highest logit (the first on ties)."""
+    if logits.ndim != 2 or logits.shape[0] < 1:
+        raise ValueError(f"need logits of shape [N draws, M prompts], got {tuple(logits.shape)}")
+    return logits.argmax(dim=0)

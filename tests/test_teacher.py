@@ -1,0 +1,164 @@
+"""The warmed-up discriminator as a reranker (llmgan.adversarial.teacher, `llmgan generate --best-of N --teacher`):
+D scores completions without their real replies as it scores them in training, RUN/teacher round-trips, and
+generate keeps, per prompt, the draw the teacher scores highest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DEMO_FILE
+from llmgan.adversarial.teacher import Teacher, best_of, check_teacher, save_teacher, score_completions
+from llmgan.cli import main
+from llmgan.config import load_config
+from llmgan.data import PrepareOptions, load_prepared, prepare
+from llmgan.errors import LlmganError
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+SYS = "You are a social media user. Write a reply to the following post."
+POSTS = ["Vote today!", "Taxes are too high.", "The council closed two libraries.", "Rain again this weekend."]
+REALS = ["lol no", "agreed, way too high", "who voted for this??", "typical"]
+FAKES = ["As an AI, I think voting is an important civic duty for everyone.",
+         "Taxes are a complex topic with many perspectives to consider.",
+         "Libraries are important community resources that serve many people.",
+         "Rainy weekends can be a great opportunity to relax indoors."]
+
+
+def conv(text: str) -> list[dict]:
+    return [{"role": "system", "content": SYS}, {"role": "user", "content": text}]
+
+
+def test_best_of_picks_the_highest_logit_first_on_ties():
+    logits = torch.tensor([[0.1, 2.0, -1.0],
+                           [0.5, 2.0, 3.0]])  # [2 draws, 3 prompts]
+    assert best_of(logits).tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match=r"\[N draws, M prompts\]"):
+        best_of(torch.zeros(3))
+
+
+def tiny_teacher_cfg(model_dir: Path, *extra: str):
+    return load_config(None, [f"model.name={model_dir}", "data.max_prompt_tokens=32", "discriminator.hidden_layer=-1",
+                              "discriminator.width=32", "discriminator.heads=2", "discriminator.layers=1",
+                              "discriminator.max_response_tokens=16", "discriminator.lr=3e-3",
+                              "discriminator.condition_on_prompt=true", *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """A tiny D trained on (human-like real, assistant-like fake) and saved as RUN/teacher; returns (D, folder)."""
+    from llmgan.adversarial.features import HiddenStateEncoder
+    from llmgan.adversarial.reward import DiscriminatorReward
+    from llmgan.models import load_model, load_tokenizer
+
+    cfg = tiny_teacher_cfg(tiny_model_dir)
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir)).eval().requires_grad_(False)
+    enc = HiddenStateEncoder.from_settings(cfg.discriminator, policy=model, tokenizer=tok, reference_model=model,
+                                           max_prompt_tokens=cfg.data.max_prompt_tokens)
+    disc = DiscriminatorReward(cfg.discriminator, cfg.reward, enc, seed=cfg.train.seed)
+    prompts = [conv(p) for p in POSTS]
+    for _ in range(15):
+        disc.train_step(prompts, FAKES, REALS)
+    folder = save_teacher(cfg, disc, tmp_path_factory.mktemp("run") / "teacher", {"warmup_steps": 15})
+    return disc, folder
+
+
+def test_d_scores_completions_alone_as_in_training(trained):
+    """score_completions (no real replies) gives the fake logits that `score` gives in a training batch, and D learned."""
+    disc, _ = trained
+    prompts = [conv(p) for p in POSTS]
+    alone = score_completions(disc, prompts, FAKES, chunk=3)
+    _, in_batch = disc.score(disc.encode(prompts, FAKES, REALS))
+    assert alone.shape == (4,) and torch.allclose(alone, in_batch.cpu(), atol=1e-5)
+    reals = score_completions(disc, prompts, REALS)
+    assert (reals > alone).all()  # 15 updates on four pairs: D ranks each real above its fake
+
+
+def test_teacher_round_trip(trained, tiny_model_dir):
+    """Teacher.load rebuilds the encoder from config.yaml's start model and reads D back: the same logits as the
+    trained D, not an untrained D's."""
+    from llmgan.adversarial.features import HiddenStateEncoder
+    from llmgan.adversarial.reward import DiscriminatorReward
+
+    disc, folder = trained
+    # only what scoring needs: no optimizer, replay buffer or temporary file
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "discriminator.safetensors", "teacher.json"]
+    summary = json.loads((folder / "teacher.json").read_text())
+    assert summary == {"start_model": str(tiny_model_dir), "warmup_steps": 15}
+    teacher = Teacher.load(folder)
+    prompts = [conv(p) for p in POSTS]
+    texts = FAKES[:2] + REALS[2:]
+    assert torch.allclose(teacher.logits(prompts, texts), score_completions(disc, prompts, texts), atol=1e-5)
+    fresh = DiscriminatorReward(teacher.cfg.discriminator, teacher.cfg.reward,
+                                HiddenStateEncoder.from_settings(teacher.cfg.discriminator, policy=disc.encoder.model,
+                                                                 tokenizer=disc.encoder.tokenizer,
+                                                                 reference_model=disc.encoder.model,
+                                                                 max_prompt_tokens=32), seed=teacher.cfg.train.seed)
+    assert (score_completions(fresh, prompts, texts) - teacher.logits(prompts, texts)).abs().max() > 1e-3
+
+
+def test_a_teacher_whose_weights_do_not_fit_its_config_is_refused(trained, tmp_path):
+    import shutil
+
+    _, folder = trained
+    other = shutil.copytree(folder, tmp_path / "teacher")
+    text = (other / "config.yaml").read_text()
+    (other / "config.yaml").write_text(text.replace("width: 32", "width: 48"))
+    with pytest.raises(LlmganError, match=r"discriminator\.safetensors does not fit the discriminator"):
+        Teacher.load(other)
+
+
+def test_a_folder_that_is_not_a_teacher_is_named(tmp_path):
+    with pytest.raises(LlmganError, match="no such folder"):
+        check_teacher(tmp_path / "nope")
+    (tmp_path / "config.yaml").write_text("{}\n")
+    with pytest.raises(LlmganError, match=r"missing discriminator\.safetensors"):
+        check_teacher(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def demo_ds(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gen") / "demo"
+    prepare(PrepareOptions(inputs=[str(DEMO_FILE)], output=str(out), task="reply"))
+    return out
+
+
+def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo_ds, tiny_model_dir, tmp_path, capsys):
+    _, folder = trained
+    out = tmp_path / "best.jsonl"
+    args = ["generate", str(demo_ds), "--model", str(tiny_model_dir), "-o", str(out), "--limit", "5",
+            "--max-new-tokens", "6", "--seed", "3", "--quiet"]
+    assert main(args + ["--best-of", "3", "--teacher", str(folder)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    draws = [[json.loads(x)["generated"] for x in (tmp_path / f"best.jsonl.draws/draw-{k}.jsonl").read_text().splitlines()]
+             for k in range(3)]
+    assert len(rows) == 5 and all(len(d) == 5 for d in draws)
+    assert any(len({d[i] for d in draws}) > 1 for i in range(5))  # the draws differ, so the pick means something
+    teacher = Teacher.load(folder)
+    prompts = [list(m) for m in load_prepared(demo_ds)["test"].select(range(5))["prompt"]]
+    logits = torch.stack([teacher.logits(prompts, d) for d in draws])
+    assert [r["generated"] for r in rows] == [draws[k][i] for i, k in enumerate(logits.argmax(0).tolist())]
+    # draw k is plain sampling with seed --seed + k
+    assert main(args[:-1] + ["-o", str(tmp_path / "plain.jsonl"), "--seed", "4", "--quiet"]) == 0
+    assert [json.loads(x)["generated"] for x in (tmp_path / "plain.jsonl").read_text().splitlines()] == draws[1]
+    # run again: the draws are read back, the same picks
+    capsys.readouterr()
+    assert main(args[:-1] + ["--best-of", "3", "--teacher", str(folder)]) == 0
+    assert capsys.readouterr().out.count("read back") == 3
+    assert [json.loads(x) for x in out.read_text().splitlines()] == rows
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--best-of", "2"], "--best-of N > 1 needs --teacher"),
+    (["--teacher", "somewhere"], "--teacher needs --best-of N > 1"),
+    (["--best-of", "2", "--teacher", "somewhere"], "--teacher somewhere: no such folder"),
+])
+def test_best_of_arguments_are_checked_before_any_model_loads(demo_ds, tmp_path, capsys, extra, message):
+    assert main(["generate", str(demo_ds), "--model", str(tmp_path / "no-model"), "-o", str(tmp_path / "o.jsonl"),
+                 *extra]) != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
