@@ -3,8 +3,9 @@
 Usage:
   python bench/seed_summary.py out/r5/eval-sft-adv out/r5/eval-sft-adv-s1 out/r5/eval-sft-adv-s2
 
-Each argument is an evaluation folder (or its metrics.json). Prints one row per headline metric with
-every seed's value, the mean and the sample standard deviation (n - 1).
+Each argument is an evaluation folder (or its metrics.json), or one system of an `llmgan evaluate --compare`
+folder as FOLDER:SYSTEM (e.g. out/bon/judge-test:best-4). Prints one row per headline metric with every seed's
+value, the mean and the sample standard deviation (n - 1).
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ def main(paths: list[str]) -> int:
         return 2
     runs = []
     for p in paths:
+        folder, _, system = p.rpartition(":") if ":" in p else (p, "", "")
+        if system:  # one system of a comparison
+            runs.append(json.loads((Path(folder) / "comparison.json").read_text())["systems"][system])
+            continue
         f = Path(p) / "metrics.json" if Path(p).is_dir() else Path(p)
         runs.append(json.loads(f.read_text()))
-    head = ["metric", *[Path(p).name for p in paths], "mean", "sd"]
+    head = ["metric", *[Path(p.split(":")[0]).parent.name if ":" in p else Path(p).name for p in paths], "mean", "sd"]
     print("| " + " | ".join(head) + " |")
     print("| --- |" + " ---: |" * (len(head) - 1))
-    rows = [(d.metric_key, f"Detector AUROC ({d.label})") for d in DETECTORS.values()]
+    rows = [("detector_auroc_max", "Detector AUROC, strongest detector")]
+    rows += [(d.metric_key, f"Detector AUROC ({d.label})") for d in DETECTORS.values()]
     rows += [(k, m.label) for k, m in METRICS.items() if m.headline]
     for k, label in rows:
         if not all(r.get(k) is not None for r in runs):

@@ -156,6 +156,7 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
     (["--best-of", "2"], "--best-of N > 1 needs --teacher"),
     (["--teacher", "somewhere"], "--teacher needs --best-of N > 1"),
     (["--best-of", "2", "--teacher", "somewhere"], "--teacher somewhere: no such folder"),
+    (["--best-of", "2", "--teacher", "somewhere", "--greedy"], "greedy decoding gives the same response every draw"),
 ])
 def test_best_of_arguments_are_checked_before_any_model_loads(demo_ds, tmp_path, capsys, extra, message):
     assert main(["generate", str(demo_ds), "--model", str(tmp_path / "no-model"), "-o", str(tmp_path / "o.jsonl"),

@@ -16,8 +16,8 @@ sampled as it was trained; otherwise to 64.
 of --seed), each scored by the run's discriminator at the end of its warm-up (`llmgan.adversarial.teacher`); the
 one it scores most human is kept. This is reranking at sampling time, not training: N times the sampling cost,
 and the generator is unchanged. On held-out TWON replies best of 4 from the SFT model under its teacher is
-harder to detect than one SFT sample (RESULTS.md, "How far the teacher's ranking reaches"). Finished draws are
-kept in OUTPUT.draws/ and read back by the same command run again.
+harder to detect than one SFT sample, for each of three teachers (RESULTS.md, "Reranking with the teacher,
+shipped"). Finished draws are kept in OUTPUT.draws/ and read back by the same command run again.
 
 One CPU: the default batch size of 16 keeps the 135M model at a few seconds per batch. One GPU: add
 `--device cuda` and raise `--batch-size`. Many GPUs: split the file with --limit/--offset per process.
@@ -199,6 +199,9 @@ def run(args: argparse.Namespace) -> int:
         raise LlmganError(f"--best-of {args.best_of}" + (f" with --teacher {args.teacher}" if args.teacher else "")
                           + ": --best-of N > 1 needs --teacher RUN/teacher (the discriminator that ranks the draws), "
                             "and --teacher needs --best-of N > 1")
+    if args.best_of > 1 and args.greedy:
+        raise LlmganError(f"--best-of {args.best_of} with --greedy: greedy decoding gives the same response every draw; "
+                          "drop --greedy (the draws are sampled with --temperature and --top-p)")
     check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
     check_device(args.device)
     if args.teacher:
