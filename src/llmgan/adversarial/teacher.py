@@ -69,6 +69,8 @@ class Teacher:
     def load(cls, folder: str | Path, device: str = "cpu", dtype: Optional[str] = None) -> "Teacher":
         """Read RUN/teacher: the start model (model.name of its config.yaml) is loaded frozen as D's encoder, D's
         weights read back. Errors name the folder and the missing file before any model loads."""
+        from safetensors.torch import load_file
+
         from llmgan.adversarial.discriminators import reads_tokens
         from llmgan.adversarial.features import HiddenStateEncoder, TokenEncoder
         from llmgan.adversarial.reward import DiscriminatorReward
@@ -89,8 +91,6 @@ class Teacher:
                                             max_prompt_tokens=cfg.data.max_prompt_tokens,
                                             trust_remote_code=cfg.model.trust_remote_code, device=device)
         disc = DiscriminatorReward(cfg.discriminator, cfg.reward, encoder, seed=cfg.train.seed, device=device)
-        from safetensors.torch import load_file
-
         weights = load_file(str(folder / WEIGHTS_FILE), device=str(disc.device))
         expected = set(disc.state_dict()["model"])  # all of D, or the trainable part of an `lm` D
         try:
