@@ -36,7 +36,8 @@ from llmgan.errors import LlmganError
 from llmgan.io import DATA_CAPS_FILE, Progress, check_output_path, last_user_message, read_data_caps, write_rows
 
 __all__ = ["generate_responses", "GenerationInterrupted", "trim_incomplete_characters", "check_device",
-           "trained_max_new_tokens", "last_user_message", "write_rows", "add_arguments", "run"]
+           "trained_max_new_tokens", "read_back_samples", "write_samples", "last_user_message", "write_rows",
+           "add_arguments", "run"]
 
 DEFAULT_MAX_NEW_TOKENS = 64  # the evaluation rows of RESULTS.md, for models that carry no cap of their own
 
@@ -143,6 +144,32 @@ def trained_max_new_tokens(model: Optional[str]) -> Optional[tuple[int, Path]]:
         if caps and "generation.max_new_tokens" in caps:
             return int(caps["generation.max_new_tokens"]), run_dir / DATA_CAPS_FILE
     return None
+
+
+def read_back_samples(path: Optional[Path], prompts: list, reals: list, sampling: dict,
+                      text_key: str = "generated") -> Optional[list[str]]:
+    """The texts kept in `path` (JSONL of `write_samples`) when it holds these prompts and real responses, each
+    sampled with these settings; else None (no file, unreadable, or made differently: sample again)."""
+    import json
+
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        kept = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    if ([r.get("prompt") for r in kept] == list(prompts) and [r.get("real") for r in kept] == list(reals)
+            and all(r.get("sampling") == sampling for r in kept)):
+        return [str(r.get(text_key) or "") for r in kept]
+    return None
+
+
+def write_samples(path: Path, prompts: list, reals: list, texts: list[str], sampling: dict,
+                  text_key: str = "generated") -> Path:
+    """Samples as JSONL (atomically): prompt, real, the text under `text_key`, and `sampling` (the model, seed and
+    settings that made them), for `read_back_samples`."""
+    return write_rows([{"prompt": p, "real": r, text_key: t, "sampling": sampling}
+                       for p, r, t in zip(prompts, reals, texts)], path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -257,12 +284,9 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
     """--best-of N --teacher T: N draws (draw k seeded --seed + k, each kept in OUTPUT.draws/draw-k.jsonl and read
     back by the same command run again, so an interrupted run loses at most the draw in progress), D's logit of
     every draw, the highest per prompt."""
-    import json
-
     import torch
 
     from llmgan.adversarial.teacher import Teacher, best_of
-    from llmgan.io import write_atomic
 
     folder = Path(args.output)
     folder = folder.with_name(folder.name + ".draws")
@@ -273,15 +297,11 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
                     "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "greedy": args.greedy,
                     "batch_size": args.batch_size, "dtype": args.dtype}
         path = folder / f"draw-{k}.jsonl"
-        if path.is_file():
-            try:
-                kept = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            except (OSError, ValueError):
-                kept = []
-            if [r.get("prompt") for r in kept] == prompts and all(r.get("sampling") == sampling for r in kept):
-                texts.append([str(r.get("generated") or "") for r in kept])
-                print(f"draw {k + 1}/{args.best_of}: read back from {path}")
-                continue
+        kept = read_back_samples(path, prompts, reals, sampling)
+        if kept is not None:
+            texts.append(kept)
+            print(f"draw {k + 1}/{args.best_of}: read back from {path}")
+            continue
         if not args.quiet:
             print(f"draw {k + 1}/{args.best_of} (seed {args.seed + k})")
         try:
@@ -292,11 +312,10 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
             raise GenerationInterrupted(stop.finished, stop.total, f"{stop.signal_name} in draw {k + 1} of "
                                         f"{args.best_of}: the {k} finished draws are kept in {folder}; the same "
                                         f"command continues from them") from None
-        write_atomic(path, "".join(json.dumps({"prompt": p, "real": r, "generated": t, "sampling": sampling},
-                                              ensure_ascii=False) + "\n"
-                                   for p, r, t in zip(prompts, reals, draw)))
+        write_samples(path, prompts, reals, draw, sampling)
         texts.append(draw)
-    teacher = Teacher.load(args.teacher, device=args.device)
+    # the teacher reads the start model's states: the generator already loaded is that model when --model is it
+    teacher = Teacher.load(args.teacher, device=args.device, dtype=args.dtype, loaded=(str(args.model), model, tok))
     if str(teacher.cfg.model.name) != str(args.model):
         print(f"note: --teacher {args.teacher} was warmed up on samples of {teacher.cfg.model.name}, not of --model "
               f"{args.model}; its ranking was measured on its own start model's samples")

@@ -66,9 +66,13 @@ class Teacher:
         self.discriminator, self.cfg, self.folder = discriminator, cfg, folder
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu", dtype: Optional[str] = None) -> "Teacher":
+    def load(cls, folder: str | Path, device: str = "cpu", dtype: Optional[str] = None,
+             loaded: Optional[tuple[str, Any, Any]] = None) -> "Teacher":
         """Read RUN/teacher: the start model (model.name of its config.yaml) is loaded frozen as D's encoder, D's
-        weights read back. Errors name the folder and the missing file before any model loads."""
+        weights read back. Errors name the folder and the missing file before any model loads.
+
+        loaded: (name, model, tokenizer) already in memory (e.g. `llmgan generate`'s generator, loaded with
+        `dtype` on `device`); used instead of a second copy when `name` is the start model."""
         from safetensors.torch import load_file
 
         from llmgan.adversarial.discriminators import reads_tokens
@@ -80,8 +84,11 @@ class Teacher:
         folder = check_teacher(folder)
         cfg = load_config(folder / CONFIG_FILE)
         dtype = dtype or cfg.model.dtype
-        tok = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
-        model = load_model(cfg.model.name, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code).to(device)
+        if loaded is not None and str(loaded[0]) == str(cfg.model.name):
+            model, tok = loaded[1], loaded[2]
+        else:
+            tok = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+            model = load_model(cfg.model.name, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code).to(device)
         model.eval().requires_grad_(False)
         encoder_cls = TokenEncoder if reads_tokens(cfg.discriminator) else HiddenStateEncoder
         # discriminator.encoder 'reference' or 'policy': at the end of the warm-up both are the start model, loaded

@@ -49,27 +49,18 @@ def start_model_samples(cfg: RunConfig, model, tok, prompts: list, reals: list, 
     """One sample per prompt at the training sampling, seeded. With `path` they are written there (JSONL:
     prompt, real, fake, and `sampling`: the model, seed and generation settings that made them); with
     `read_back` too, a file there that holds the same prompts, real responses and sampling is read instead."""
-    import json
-
-    from llmgan.generator import generate_responses
-    from llmgan.io import write_rows
+    from llmgan.generator import generate_responses, read_back_samples, write_samples
 
     g = cfg.generation
     sampling = {"model": str(cfg.model.name), "seed": seed, "temperature": g.temperature, "top_p": g.top_p,
                 "max_new_tokens": g.max_new_tokens}
-    if path is not None and read_back and path.is_file():
-        try:
-            kept = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, ValueError):
-            kept = []  # unreadable: generated again and rewritten
-        if ([r.get("prompt") for r in kept] == prompts and [r.get("real") for r in kept] == reals
-                and all(r.get("sampling") == sampling for r in kept)):
-            return [str(r.get("fake") or "") for r in kept]
+    kept = read_back_samples(path, prompts, reals, sampling, text_key="fake") if read_back else None
+    if kept is not None:
+        return kept
     fakes = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                                top_p=g.top_p, seed=seed, progress=progress)
     if path is not None:
-        write_rows([{"prompt": p, "real": r, "fake": f, "sampling": sampling}
-                    for p, r, f in zip(prompts, reals, fakes)], path)
+        write_samples(path, prompts, reals, fakes, sampling, text_key="fake")
     return fakes
 
 
