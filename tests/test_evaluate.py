@@ -411,6 +411,48 @@ def test_compare_says_why_a_paired_difference_is_missing():
     assert "short: no paired difference: short has 20 pairs and base 30" in lines[1]
 
 
+def test_pooled_baseline_difference_on_hand_computed_aurocs():
+    """System AUROC minus the mean of the baselines' AUROCs: 0.5 - (1.0 + 0.5) / 2 = -0.25; with one baseline it
+    is max_auroc_difference_ci to the same numbers, interval included."""
+    n = 40
+    real = np.arange(n, dtype=float)
+    above = real + n          # every generated score above every real one: AUROC 1.0
+    same = real.copy()        # ties everywhere: AUROC 0.5
+    diff, low, high = det.pooled_max_auroc_difference_ci([[(above, real)], [(same, real)]], [(same, real)], seed=0)
+    assert diff == pytest.approx(-0.25) and low <= -0.25 <= high
+    rng = np.random.default_rng(0)
+    a, b, r = rng.normal(1, 1, n), rng.normal(0.5, 1, n), rng.normal(0, 1, n)
+    assert det.pooled_max_auroc_difference_ci([[(a, r)]], [(b, r)], seed=3) == \
+        det.max_auroc_difference_ci([(a, r)], [(b, r)], seed=3)
+    with pytest.raises(LlmganError, match="each with the system's detectors"):
+        det.pooled_max_auroc_difference_ci([[(a, r), (b, r)]], [(b, r)])
+
+
+def test_compare_against_a_pooled_baseline():
+    from llmgan.evaluation.compare import detector_differences, differences_lines
+
+    n = 30
+    rng = np.random.default_rng(1)
+    results = []
+    for name, shift in (("sft-a", 1.0), ("sft-b", 0.6), ("best", 0.2)):
+        r = _fake(name, n, {})
+        r.pair_scores["detectors"] = {"minilm_lr": (rng.normal(shift, 1, n), rng.normal(0, 1, n))}
+        results.append(r)
+    diffs = detector_differences(results, pool=2)
+    assert [(d["system"], d["detector"]) for d in diffs] == [("best", "max"), ("best", "minilm_lr")]
+    expected = det.pooled_max_auroc_difference_ci([[results[0].pair_scores["detectors"]["minilm_lr"]],
+                                                   [results[1].pair_scores["detectors"]["minilm_lr"]]],
+                                                  [results[2].pair_scores["detectors"]["minilm_lr"]])
+    assert diffs[0]["baseline"] == "mean of sft-a, sft-b"
+    assert diffs[0]["difference"] == pytest.approx(expected[0], abs=1e-6)
+    assert differences_lines(diffs)[0].startswith("best, strongest detector: ")
+    with pytest.raises(LlmganError, match="needs at least 4 systems"):
+        detector_differences(results, pool=3)
+    moved = _fake("sft-c", n, {}, pairs=tuple((f"q{i}", f"r{i}") for i in range(n)))
+    with pytest.raises(LlmganError, match="sft-a and sft-c differ"):
+        detector_differences([results[0], moved, results[2]], pool=2)
+
+
 def test_word_count_histogram_bins_are_integer_aligned():
     from llmgan.evaluation.report import word_bins
 

@@ -213,6 +213,49 @@ def test_server_stops_cleanly(server):
         urllib.request.urlopen(f"{server.base}/health", timeout=2)
 
 
+@pytest.fixture(scope="module")
+def best_of_server(run_export, tiny_model_dir, tmp_path_factory):
+    from test_teacher import train_tiny_teacher
+
+    _, teacher = train_tiny_teacher(tiny_model_dir, tmp_path_factory.mktemp("run") / "teacher")
+    srv = Server(str(run_export), "--best-of", "3", "--teacher", str(teacher), cache=tmp_path_factory.mktemp("cache"))
+    yield srv, teacher
+    srv.stop()
+
+
+def test_best_of_answers_with_the_teacher_s_pick(best_of_server, run_export):
+    """`serve --best-of 3 --teacher`: the answer is the draw the teacher (loaded here on its own) scores highest,
+    D reading the conversation with the served default system prompt; draw k carries the request's seed + k;
+    streaming is refused and the server keeps answering."""
+    import torch
+
+    from llmgan.adversarial.teacher import Teacher
+
+    srv, folder = best_of_server
+    assert "best of 3 under the teacher" in srv.log.read_text()
+
+    def ask(**extra):
+        return srv.post(json.dumps({"model": NAME, "messages": USER, "max_tokens": 6, **extra}).encode())
+
+    status, a = ask(seed=5)
+    assert status == 200, a
+    x = a["llmgan"]
+    assert x["best_of"] == 3 and len(set(x["draws"])) == 3  # three different samples
+    system = json.loads((run_export / "llmgan_export.json").read_text())["system_prompt"]
+    expected = Teacher.load(folder).logits([[{"role": "system", "content": system}] + USER] * 3, x["draws"])
+    assert torch.allclose(torch.tensor(x["teacher_logits"]), expected, atol=1e-4)
+    assert x["picked"] == int(expected.argmax()) and a["choices"][0]["message"]["content"] == x["draws"][x["picked"]]
+    assert a["usage"]["completion_tokens"] == 6 and x["completion_tokens_all_draws"] == 18
+    status, b = ask(seed=6)  # its draws are seeded 6, 7, 8: the first request's draws 1 and 2 come first
+    assert status == 200 and b["llmgan"]["draws"][:2] == x["draws"][1:]
+    assert ask(seed=5)[1]["llmgan"] == x  # the same request, the same draws and pick
+    status, err = ask(stream=True)
+    assert status == 400 and err["error"]["param"] == "stream" and "--best-of" in err["error"]["message"]
+    reply = srv.client().chat.completions.create(model=NAME, messages=USER, max_tokens=4)
+    assert reply.choices[0].message.content and reply.usage.completion_tokens == 4
+    assert srv.stop() == 0
+
+
 def test_serve_refuses_bad_setup_before_loading(tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -226,6 +269,13 @@ def test_serve_refuses_bad_setup_before_loading(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "llmgan", "serve", str(tmp_path / "nothing"), "--port", "0"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+    for extra, message in ((["--best-of", "3"], "needs --teacher"), (["--teacher", str(tmp_path)], "needs --best-of"),
+                           (["--best-of", "2", "--teacher", str(tmp_path / "t")], "no such folder"),
+                           (["--best-of", "2", "--teacher", str(tmp_path)], "missing config.yaml"),
+                           (["--best-of", "2", "--teacher", str(tmp_path), "--engine", "vllm"], "--engine transformers")):
+        proc = subprocess.run([sys.executable, "-m", "llmgan", "serve", str(tmp_path / "nothing"), "--port", "0", *extra],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, (extra, proc.stderr)
 
 
 @pytest.mark.slow

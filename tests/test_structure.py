@@ -31,7 +31,8 @@ ALLOWED = {
     # `generate --best-of N --teacher`: a run's warmed-up discriminator ranks the draws (adversarial.teacher)
     "generator": {"models", "data", "adversarial"},
     "plots": set(),
-    "serving": {"models", "data"},
+    # `serve --best-of N --teacher`: the teacher ranks each request's draws (adversarial.teacher)
+    "serving": {"models", "data", "adversarial"},
     "training": {"adversarial", "models", "data", "generator", "plots", "evaluation"},
     "cli": None,  # the entry point may import every room
     "demo": None,

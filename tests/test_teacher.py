@@ -49,6 +49,10 @@ def tiny_teacher_cfg(model_dir: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):
+    return train_tiny_teacher(tiny_model_dir, tmp_path_factory.mktemp("run") / "teacher")
+
+
+def train_tiny_teacher(tiny_model_dir: Path, folder: Path):
     """A tiny D trained on (human-like real, assistant-like fake) and saved as RUN/teacher; returns (D, folder)."""
     from llmgan.adversarial.features import HiddenStateEncoder
     from llmgan.adversarial.reward import DiscriminatorReward
@@ -63,8 +67,7 @@ def trained(tiny_model_dir, tmp_path_factory):
     prompts = [conv(p) for p in POSTS]
     for _ in range(15):
         disc.train_step(prompts, FAKES, REALS)
-    folder = save_teacher(cfg, disc, tmp_path_factory.mktemp("run") / "teacher", {"warmup_steps": 15})
-    return disc, folder
+    return disc, save_teacher(cfg, disc, folder, {"warmup_steps": 15})
 
 
 def test_d_scores_completions_alone_as_in_training(trained):
@@ -88,7 +91,8 @@ def test_teacher_round_trip(trained, tiny_model_dir):
     # only what scoring needs: no optimizer, replay buffer or temporary file
     assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "discriminator.safetensors", "teacher.json"]
     summary = json.loads((folder / "teacher.json").read_text())
-    assert summary == {"start_model": str(tiny_model_dir), "warmup_steps": 15}
+    assert summary == {"start_model": str(tiny_model_dir), "start_model_path": str(tiny_model_dir.resolve()),
+                       "warmup_steps": 15}
     teacher = Teacher.load(folder)
     prompts = [conv(p) for p in POSTS]
     texts = FAKES[:2] + REALS[2:]
@@ -110,6 +114,30 @@ def test_a_teacher_whose_weights_do_not_fit_its_config_is_refused(trained, tmp_p
     (other / "config.yaml").write_text(text.replace("width: 32", "width: 48"))
     with pytest.raises(LlmganError, match=r"discriminator\.safetensors does not fit the discriminator"):
         Teacher.load(other)
+
+
+def test_a_relative_start_model_is_found_from_another_directory(trained, tiny_model_dir, tmp_path, monkeypatch):
+    """A run started with a relative model.name (runs/x/sft/final/generator) leaves a config that only resolves
+    from where it started: the teacher falls back to the absolute path teacher.json recorded, and names the model
+    when that is gone too."""
+    import shutil
+
+    disc, folder = trained
+    monkeypatch.chdir(tiny_model_dir.parent)
+    relative = load_config(folder / "config.yaml")
+    relative.model.name = tiny_model_dir.name
+    moved = save_teacher(relative, disc, tmp_path / "teacher")
+    monkeypatch.chdir(tmp_path)  # model.name no longer resolves from here
+    texts = FAKES[:2] + REALS[2:]
+    prompts = [conv(p) for p in POSTS]
+    assert torch.allclose(Teacher.load(moved).logits(prompts, texts), score_completions(disc, prompts, texts), atol=1e-5)
+    gone = shutil.copytree(tiny_model_dir, tmp_path / "gone")
+    monkeypatch.chdir(tmp_path.parent)
+    relative.model.name = str(gone.relative_to(tmp_path.parent))
+    save_teacher(relative, disc, tmp_path / "teacher2")
+    shutil.rmtree(gone)
+    with pytest.raises(LlmganError, match=r"start model .*gone.* is not found"):
+        Teacher.load(tmp_path / "teacher2")
 
 
 def test_a_folder_that_is_not_a_teacher_is_named(tmp_path):

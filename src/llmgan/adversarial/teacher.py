@@ -43,8 +43,25 @@ def save_teacher(cfg: Any, discriminator: Any, folder: str | Path, summary: Opti
     save_file(weights, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, folder / WEIGHTS_FILE)
     write_atomic(folder / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    write_atomic(folder / SUMMARY_FILE, json.dumps({"start_model": str(cfg.model.name), **(summary or {})}, indent=1))
+    name = str(cfg.model.name)
+    where = {"start_model_path": str(Path(name).expanduser().resolve())} if Path(name).expanduser().exists() else {}
+    write_atomic(folder / SUMMARY_FILE, json.dumps({"start_model": name, **where, **(summary or {})}, indent=1))
     return folder
+
+
+def start_model(folder: Path, cfg: Any) -> str:
+    """The model whose states D reads: config.yaml's model.name, or, when that is a relative path that does not
+    resolve from here (a run started in another directory), the absolute path teacher.json recorded."""
+    name = str(cfg.model.name)
+    if Path(name).expanduser().exists() or not (folder / SUMMARY_FILE).is_file():
+        return name
+    recorded = json.loads((folder / SUMMARY_FILE).read_text()).get("start_model_path")
+    if recorded and Path(recorded).exists():
+        return recorded
+    if recorded:  # a local folder that is gone (not a hub id, which is never recorded)
+        raise LlmganError(f"--teacher {folder}: its start model {name} ({recorded}) is not found; D reads that "
+                          f"model's hidden states, so it must be present (set model.name in {folder / CONFIG_FILE})")
+    return name
 
 
 def check_teacher(folder: str | Path) -> Path:
@@ -57,6 +74,11 @@ def check_teacher(folder: str | Path) -> Path:
         if not (folder / name).is_file():
             raise LlmganError(f"--teacher {folder}: missing {name}, so this is not a teacher folder ({hint})")
     return folder
+
+
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
 
 
 class Teacher:
@@ -84,7 +106,8 @@ class Teacher:
         folder = check_teacher(folder)
         cfg = load_config(folder / CONFIG_FILE)
         dtype = dtype or cfg.model.dtype
-        if loaded is not None and str(loaded[0]) == str(cfg.model.name):
+        cfg.model.name = start_model(folder, cfg)
+        if loaded is not None and _same_model(str(loaded[0]), str(cfg.model.name)):
             model, tok = loaded[1], loaded[2]
         else:
             tok = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)

@@ -41,7 +41,10 @@ Writes (default: <input stem>.eval/ next to the input) metrics.json (every numbe
 keys, the human floor under human_* keys), report.md, report.html (self-contained: opens offline),
 samples.csv (prompt, real, generated, each detector's out-of-fold score; most detectable first by the
 strongest detector) and plots/.
---compare A B C puts several systems side by side in one table (comparison.md/.html/.json).
+--compare A B C puts several systems side by side in one table (comparison.md/.html/.json), with each later
+system's detector AUROC minus A's (paired bootstrap over prompts). --pool-baseline N takes the first N files
+as samples of one baseline model and compares the rest to the mean of their AUROCs: one sample of a model
+can sit 0.05 from another sample of the same model (posts, RESULTS.md), and the mean of N sits closer.
 
 Runs on one CPU core or more (no GPU used): 1,000 pairs with the default detectors stay within a
 minute, most of it embedding; the fine-tuned detector adds minutes (BENCHMARKS.md); on a machine
@@ -52,6 +55,7 @@ Examples:
   llmgan evaluate out/base.jsonl
   llmgan evaluate out/gan.jsonl --detectors all          # adds the fine-tuned detector
   llmgan evaluate --compare out/base.jsonl out/sft.jsonl out/gan.jsonl -o out/compare
+  llmgan evaluate --compare out/sft-s0.jsonl out/sft-s1.jsonl out/sft-s2.jsonl out/gan.jsonl --pool-baseline 3
   llmgan evaluate replies.parquet --prompt-column post --real-column reply --generated-column model_reply
 """
 
@@ -81,6 +85,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "comparison.eval/ next to the first file)")
     p.add_argument("--compare", nargs="+", metavar="FILE",
                    help="evaluate several systems' files and put them side by side in one table")
+    p.add_argument("--pool-baseline", type=int, default=1, metavar="N",
+                   help="with --compare: the first N files are samples of one baseline model (e.g. SFT under N "
+                        "seeds); later files are compared to the mean of their AUROCs, a less noisy baseline "
+                        "than one sample (default 1: the first file)")
     p.add_argument("--prompt-column", default="prompt", help="column with the prompt (default prompt)")
     p.add_argument("--real-column", default="real", help="column with the real response (default real)")
     p.add_argument("--generated-column", default="generated",
@@ -146,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
         raise LlmganError("--batch-size must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise LlmganError("--threads must be at least 1")
+    if args.pool_baseline != 1 and not (args.compare and 1 <= args.pool_baseline < len(files)):
+        raise LlmganError(f"--pool-baseline {args.pool_baseline} needs --compare with more files than that "
+                          f"({len(files)} given): the first N are the baseline's samples, the rest are compared to them")
     if args.compare:
         out = Path(args.output) if args.output else Path(files[0]).parent / "comparison.eval"
     else:
@@ -163,13 +174,13 @@ def run(args: argparse.Namespace) -> int:
         results = [evaluate_file(f, name=name, **kwargs) for f, name in zip(files, system_names(files))]
         for r in results:
             _warn(r)
-        diffs = detector_differences(results, seed=args.seed)
+        diffs = detector_differences(results, seed=args.seed, pool=args.pool_baseline)
         paths = write_comparison(results, out, seed=args.seed, differences=diffs)
         if not args.quiet:
             _print_table("llmgan evaluate --compare", comparison_table(results))
             lines = differences_lines(diffs)
             if lines:
-                print(f"Detector AUROC minus {results[0].name}'s (paired bootstrap over prompts; negative: harder to detect):")
+                print(f"Detector AUROC minus {diffs[0]['baseline']}'s (paired bootstrap over prompts; negative: harder to detect):")
                 print("\n".join(f"  {line}" for line in lines))
     else:
         src = Path(files[0])

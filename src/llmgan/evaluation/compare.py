@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from llmgan.errors import LlmganError
 from llmgan.evaluation import detectors as det
 from llmgan.evaluation import metrics as reg
 from llmgan.evaluation.judge import EvalResult, evaluate_file
@@ -66,23 +67,35 @@ def comparison_table(results: Sequence[EvalResult]):
     return pd.DataFrame(rows)
 
 
-def detector_differences(results: Sequence[EvalResult], *, seed: int = 0) -> list[dict[str, Any]]:
+def detector_differences(results: Sequence[EvalResult], *, seed: int = 0, pool: int = 1) -> list[dict[str, Any]]:
     """Each later system's detector AUROC minus the first system's, with a paired bootstrap interval over
     prompts: for the strongest detector (detector "max": the largest AUROC of each system, every detector on
     the same resample) and for each detector both systems ran.
+
+    pool > 1: the first `pool` systems are samples of one baseline model (say SFT under `pool` seeds) and each
+    later system is compared to the mean of their AUROCs (baseline "mean of A, B, ..."), a baseline with less
+    sampling noise than any one sample; they must be judged on the same pairs.
 
     Only systems judged on the same (prompt, real) pairs in the same order as the first have a paired
     difference; for the others the dict has `difference` None and a `reason`. Keys: system, baseline,
     detector, difference, low, high, level (or reason).
     """
+    if not 1 <= pool < max(len(results), 2):
+        raise LlmganError(f"a pooled baseline of {pool} systems needs at least {pool + 1} systems to compare "
+                          f"(got {len(results)})")
     if len(results) < 2:
         return []
-    first = results[0]
-    base = first.pair_scores
+    first, bases = results[0], [r.pair_scores for r in results[:pool]]
+    for r in results[1:pool]:
+        if r.pair_scores["pairs"] != first.pair_scores["pairs"]:
+            raise LlmganError(f"the pooled baseline's systems {first.name} and {r.name} differ in prompts or real "
+                              "responses; samples of one model on one split are needed")
+    label = first.name if pool == 1 else "mean of " + ", ".join(r.name for r in results[:pool])
+    base = bases[0]
     out = []
-    for r in results[1:]:
+    for r in results[pool:]:
         ps = r.pair_scores
-        names = [k for k in base["detectors"] if k in ps["detectors"]]
+        names = [k for k in base["detectors"] if k in ps["detectors"] and all(k in b["detectors"] for b in bases)]
         reason = None
         if len(ps["pairs"]) != len(base["pairs"]):
             reason = f"{r.name} has {len(ps['pairs'])} pairs and {first.name} {len(base['pairs'])}"
@@ -93,15 +106,15 @@ def detector_differences(results: Sequence[EvalResult], *, seed: int = 0) -> lis
         elif not names:
             reason = f"{r.name} and {first.name} have no detector in common"
         if reason:
-            out.append({"system": r.name, "baseline": first.name, "detector": "max", "difference": None,
+            out.append({"system": r.name, "baseline": label, "detector": "max", "difference": None,
                         "reason": f"no paired difference: {reason}; a paired comparison needs the same prompts and "
                                   "real responses in the same order (generate both from one split)"})
             continue
         tests = [("max", names)] + [(k, [k]) for k in names]
         for detector, keys in tests:
-            diff, low, high = det.max_auroc_difference_ci([base["detectors"][k] for k in keys],
-                                                          [ps["detectors"][k] for k in keys], seed=seed)
-            out.append({"system": r.name, "baseline": first.name, "detector": detector, "difference": reg.clean(diff),
+            diff, low, high = det.pooled_max_auroc_difference_ci([[b["detectors"][k] for k in keys] for b in bases],
+                                                                 [ps["detectors"][k] for k in keys], seed=seed)
+            out.append({"system": r.name, "baseline": label, "detector": detector, "difference": reg.clean(diff),
                         "low": reg.clean(low), "high": reg.clean(high), "level": det.CI_LEVEL})
     return out
 

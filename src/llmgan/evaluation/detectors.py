@@ -280,7 +280,6 @@ def auroc_ci(scores_generated, scores_real, *, n_resamples: int = BOOTSTRAP_RESA
     return max_auroc_ci([(scores_generated, scores_real)], n_resamples=n_resamples, level=level, seed=seed)
 
 
-@one_thread
 def max_auroc_difference_ci(base: Sequence[tuple[Any, Any]], system: Sequence[tuple[Any, Any]], *,
                             n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
                             seed: int = 0) -> tuple[float, float, float]:
@@ -291,11 +290,29 @@ def max_auroc_difference_ci(base: Sequence[tuple[Any, Any]], system: Sequence[tu
     prompts applies to both systems, so the interval is that of a paired comparison. An interval that
     excludes 0 means the difference is larger than the test-set noise of n prompts.
     """
-    arrays = _flat(list(base) + list(system), "auroc_difference_ci")
-    k = 2 * len(base)
+    return pooled_max_auroc_difference_ci([base], system, n_resamples=n_resamples, level=level, seed=seed)
+
+
+@one_thread
+def pooled_max_auroc_difference_ci(bases: Sequence[Sequence[tuple[Any, Any]]], system: Sequence[tuple[Any, Any]], *,
+                                   n_resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL,
+                                   seed: int = 0) -> tuple[float, float, float]:
+    """(difference, low, high): max-over-detectors AUROC of `system` minus the mean over `bases` of theirs.
+
+    bases [B systems][D detectors] and system [D detectors] of (scores_generated, scores_real), shape (n) each,
+    index i the same prompt everywhere; one resample of prompts applies to all B + 1 systems. With B samples of
+    one baseline model (say SFT under B seeds) the baseline's sampling noise shrinks by about sqrt(B); with
+    B = 1 this is `max_auroc_difference_ci`, to the same numbers.
+    """
+    if not bases or any(len(b) != len(system) for b in bases):
+        raise LlmganError("pooled_max_auroc_difference_ci needs at least one baseline, each with the system's "
+                          f"detectors ({len(system)})")
+    arrays = _flat([p for b in bases for p in b] + list(system), "auroc_difference_ci")
+    per, nb = 2 * len(system), len(bases)
 
     def stat(*a):
-        return _max_auroc(a[k:]) - _max_auroc(a[:k])
+        pooled = sum(_max_auroc(a[i * per:(i + 1) * per]) for i in range(nb)) / nb
+        return _max_auroc(a[nb * per:]) - pooled
 
     low, high = _paired_bootstrap(arrays, stat, n_resamples=n_resamples, level=level, seed=seed)
     return float(stat(*arrays)), low, high

@@ -46,6 +46,8 @@ Examples:
   llmgan serve agents/twon-reply --port 8000
   llmgan serve runs/twon-reply --name twon-agent        # exported to the cache first
   llmgan serve                                          # the embedded default, the reply task's persona
+  llmgan serve runs/twon-reply/sft/final/generator --best-of 4 --teacher runs/twon-reply/teacher
+        # each answer the teacher's pick of 4 samples, as `llmgan generate --best-of` (serving/rerank.py)
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _text(content: Any) -> Optional[str]:
+def message_text(content: Any) -> Optional[str]:
     """A message's text: a string, or a list of text parts (OpenAI format); None when it is neither."""
     if isinstance(content, str):
         return content
@@ -214,7 +216,7 @@ class RequestCheck:
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or m.get("role") not in ROLES:
                 return _error(400, f"messages[{i}] must be an object with a role in {sorted(ROLES)}", param=f"messages[{i}]")
-            text = _text(m.get("content"))
+            text = message_text(m.get("content"))
             if text is None:
                 return _error(400, f"messages[{i}].content must be a string or a list of text parts",
                               param=f"messages[{i}].content")
@@ -287,8 +289,9 @@ class CheckedApp:
     GET /v1/models lists the served name; an exception before the engine answered becomes a JSON 500 (the
     server keeps serving either way). Everything else goes to the engine unchanged."""
 
-    def __init__(self, app, check: RequestCheck, name: str):
+    def __init__(self, app, check: RequestCheck, name: str, best_of: Any = None):
         self.app, self.check, self.name = app, check, name
+        self.best_of = best_of  # a serving.rerank.BestOf: answer with the best of N draws (--best-of)
 
     async def _send_json(self, send, status: int, payload: dict) -> None:
         body = json.dumps(payload).encode()
@@ -316,9 +319,11 @@ class CheckedApp:
                 body = json.loads(b"".join(chunks) or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 return await self._send_json(send, *_error(400, f"the request body is not valid JSON: {exc}"))
-            problem = self.check(body)
+            problem = self.check(body) or (self.best_of.refuse(body) if self.best_of else None)
             if problem is not None:
                 return await self._send_json(send, *problem)
+            if self.best_of is not None:  # its own errors become a JSON 500 (BestOf.__call__)
+                return await self._send_json(send, *await self.best_of(self.app, scope, body))
             data = json.dumps(body).encode()
             replayed = False
 
@@ -380,12 +385,18 @@ def run_transformers(folder: Path, info: dict, args: argparse.Namespace, port: i
     check = RequestCheck(name=info["name"], engine_model=str(folder), count_tokens=count_tokens, context=context,
                          default_max_tokens=args.default_max_tokens,
                          fixed_sampling=fixed if args.continuous_batching else None)
+    reranker = None
+    if args.best_of > 1:
+        from llmgan.serving.rerank import load_best_of
+
+        reranker = load_best_of(args.teacher, args.best_of, device=args.device, default_system=info.get("system_prompt"),
+                                concurrent=args.continuous_batching)
     original = hf_server.build_server
     engine: dict = {}
 
     def build_server(*a, **kw):
         engine["generation_state"] = kw.get("generation_state")
-        return CheckedApp(original(*a, **kw), check, info["name"])
+        return CheckedApp(original(*a, **kw), check, info["name"], best_of=reranker)
 
     def terminate(signum, frame):  # SIGTERM ends the server as Ctrl-C does (graceful shutdown, then exit 0)
         raise KeyboardInterrupt
@@ -450,6 +461,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "run trained at; else 512; cut to what the context leaves)")
     p.add_argument("--seed", type=int, default=None, help="engine seed (default: none)")
     p.add_argument("--log-level", default="warning", help="transformers: engine log level (default warning)")
+    p.add_argument("--best-of", type=int, default=1, metavar="N",
+                   help="answer each request with the best of N samples under --teacher (transformers engine, not "
+                        "streamed; the response's `llmgan` field lists the draws and D's logits)")
+    p.add_argument("--teacher", default=None, metavar="RUN/teacher",
+                   help="the run's warmed-up discriminator that ranks the --best-of draws (written by llmgan train)")
     p.add_argument("--engine-args", default=None, help="vllm: extra arguments, e.g. \"--tensor-parallel-size 4\"")
 
 
@@ -474,7 +490,11 @@ def run(args: argparse.Namespace) -> int:
     if args.default_max_tokens is not None and args.default_max_tokens < 1 or \
             (args.max_model_len is not None and args.max_model_len < 1):
         raise LlmganError("--default-max-tokens and --max-model-len must be >= 1")
-    engine = pick_engine(args.engine)
+    if args.best_of != 1 or args.teacher:  # --best-of runs in front of transformers serve (serving/rerank.py)
+        from llmgan.serving.rerank import check_arguments
+
+        check_arguments(args.best_of, args.teacher, args.engine)
+    engine = "transformers" if args.best_of > 1 else pick_engine(args.engine)
     if engine == "transformers":
         check_serving_installed()
     port = check_port(args.host, args.port)

@@ -1,0 +1,158 @@
+"""`llmgan serve MODEL --best-of N --teacher RUN/teacher`: each chat completion is the best of N engine samples
+under a run's warmed-up discriminator, the same ranking as `llmgan generate --best-of N --teacher` (RESULTS.md,
+"Reranking with the teacher, shipped"), so that a simulation calling the agent over HTTP gets the reranked
+responses and not plain samples.
+
+How a request is answered (transformers engine only; the request has passed serve's RequestCheck):
+  1. draw     the engine answers the request N times, non-streamed; draw k carries seed + k when the request
+              has a seed (so draw 0 is the plain answer to the same request). Without continuous batching the
+              draws run one after another (the engine seeds torch globally per request); with it they are sent
+              together, so the engine batches them.
+  2. score    the teacher reads the conversation (with the served default system prompt when the request has
+              none, as the chat template renders it) and each draw's text: D's logit, higher = more human.
+  3. answer   the draw with the highest logit (the first on ties) is the response, as the engine wrote it, plus
+              an `llmgan` field: best_of, picked, teacher_logits, draws (every draw's text) and
+              completion_tokens_all_draws (what the N draws cost; `usage` is the picked draw's).
+An engine error on any draw is the answer. A streamed request is refused (400): nothing can be sent before
+all N draws are scored.
+
+What is different from OpenAI's `best_of` (legacy completions, ranked by log-probability): the ranking is the
+discriminator's, trained to tell the start model's samples from human text; it is measured with D's own start
+model as the served model, and with the training data's system prompt (a persona in the request is read by D,
+which never saw one in training).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Optional
+
+from llmgan.errors import LlmganError
+
+
+def teacher_conversation(messages: list, default_system: Optional[str]) -> list[dict]:
+    """The conversation D reads: the request's messages as plain text, with the served default system prompt
+    first when the request has no system message (as the served chat template renders it)."""
+    from llmgan.serving.serve import message_text
+
+    conv = [{"role": m["role"], "content": message_text(m.get("content")) or ""} for m in messages]
+    if default_system and not any(m["role"] in ("system", "developer") for m in conv):
+        conv.insert(0, {"role": "system", "content": default_system})
+    return conv
+
+
+async def call_engine(app, scope: dict, body: dict) -> tuple[int, Any]:
+    """One non-streamed chat completion from the engine's ASGI app, in process: (status, JSON body)."""
+    data = json.dumps(body).encode()
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in (b"content-length", b"x-request-id")]
+    scope = {**scope, "headers": headers + [(b"content-length", str(len(data)).encode())]}
+    delivered = False
+
+    async def receive():
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        await asyncio.Event().wait()  # a JSON answer reads nothing more; cancelled with the request
+
+    status, chunks = 500, []
+
+    async def send(message):
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    raw = b"".join(chunks)
+    try:
+        return status, json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return status, {"error": {"message": raw.decode("utf-8", "replace")[:500], "type": "server_error"}}
+
+
+class BestOf:
+    """Answers a checked chat completion request with the best of `n` engine draws under `teacher`
+    (an llmgan.adversarial.teacher.Teacher); `concurrent` sends the draws together (continuous batching)."""
+
+    def __init__(self, teacher: Any, n: int, default_system: Optional[str], concurrent: bool = False):
+        if n < 2:
+            raise LlmganError(f"--best-of {n}: needs N >= 2")
+        self.teacher, self.n, self.default_system, self.concurrent = teacher, n, default_system, concurrent
+
+    def refuse(self, body: dict) -> Optional[tuple[int, dict]]:
+        if body.get("stream"):
+            return 400, {"error": {"message": f"this server answers with the best of {self.n} draws (--best-of), "
+                                              "which cannot be streamed: send 'stream': false, or restart llmgan "
+                                              "serve without --best-of", "type": "invalid_request_error",
+                                   "param": "stream", "code": "unsupported_with_best_of"}}
+        return None
+
+    async def __call__(self, app, scope: dict, body: dict) -> tuple[int, Any]:
+        try:
+            return await self._answer(app, scope, body)
+        except Exception as exc:  # the server keeps serving; the client gets a JSON error
+            first = (str(exc).splitlines() or [""])[0]
+            return 500, {"error": {"message": f"best of {self.n} failed on this request: {type(exc).__name__}: {first}",
+                                   "type": "server_error", "param": None, "code": None}}
+
+    async def _answer(self, app, scope: dict, body: dict) -> tuple[int, Any]:
+        # 1. draw
+        seed = body.get("seed")
+        bodies = [{**body, "stream": False, **({"seed": seed + k} if seed is not None else {})} for k in range(self.n)]
+        if self.concurrent:
+            answers = await asyncio.gather(*(call_engine(app, scope, b) for b in bodies))
+        else:
+            answers = [await call_engine(app, scope, b) for b in bodies]
+        for status, answer in answers:
+            if status != 200:
+                return status, answer
+        texts = [a["choices"][0]["message"].get("content") or "" for _, a in answers]
+        # 2. score (off the event loop: the engine keeps serving other requests meanwhile)
+        conv = teacher_conversation(body["messages"], self.default_system)
+        logits = await asyncio.to_thread(self.teacher.logits, [conv] * self.n, texts)
+        # 3. answer
+        from llmgan.adversarial.teacher import best_of
+
+        picked = int(best_of(logits.reshape(self.n, 1))[0])
+        answer = dict(answers[picked][1])
+        answer["llmgan"] = {"best_of": self.n, "picked": picked, "teacher_logits": [round(float(x), 6) for x in logits],
+                            "draws": texts, "completion_tokens_all_draws":
+                                sum(int((a.get("usage") or {}).get("completion_tokens") or 0) for _, a in answers)}
+        return 200, answer
+
+
+def check_arguments(n: int, teacher: Optional[str], engine: str) -> None:
+    """--best-of/--teacher before any model loads: N > 1 with a teacher folder, not on vLLM (--engine auto then
+    means transformers)."""
+    from llmgan.adversarial.teacher import check_teacher
+
+    if n < 1 or (n > 1) != bool(teacher):
+        raise LlmganError(f"--best-of {n}" + (f" with --teacher {teacher}" if teacher else "")
+                          + ": --best-of N > 1 needs --teacher RUN/teacher (the discriminator that ranks the draws), "
+                            "and --teacher needs --best-of N > 1")
+    if engine == "vllm":
+        raise LlmganError("--best-of runs in llmgan's request check in front of transformers serve, so it is not "
+                          "available with --engine vllm: pass --engine transformers (or auto, which picks it)")
+    check_teacher(teacher)
+
+
+def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[str], concurrent: bool) -> BestOf:
+    """Load RUN/teacher (its start model and D's weights) for serving; prints what it loaded."""
+    from llmgan.adversarial.teacher import SUMMARY_FILE, Teacher
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher = Teacher.load(folder, device=device)
+    summary = {}
+    if (teacher.folder / SUMMARY_FILE).is_file():
+        summary = json.loads((teacher.folder / SUMMARY_FILE).read_text())
+    auroc = summary.get("discriminator/heldout_auroc")
+    print(f"  best of {n} under the teacher in {teacher.folder} (D on {teacher.cfg.model.name}"
+          + (f", held-out AUROC {auroc:.3f}" if isinstance(auroc, (int, float)) else "") + "); streaming is refused",
+          flush=True)
+    return BestOf(teacher, n, default_system, concurrent=concurrent)
