@@ -216,7 +216,7 @@ ALTERATIONS = {"cap_last": cap_last, "lower_first": lower_first, "rotate": rotat
 
 
 def read_generated(path: str) -> tuple[list[str], list[str]]:
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
     rows = [r for r in rows if isinstance(r.get("generated"), str) and isinstance(r.get("real"), str)]
     return [r["generated"] for r in rows], [r["real"] for r in rows]
 

@@ -119,7 +119,7 @@ def generations(rows: list[dict], cache: Path, seed: int, batch_size: int) -> tu
     if path.is_file() and meta_path.is_file():
         stored = json.loads(meta_path.read_text())
         seconds = stored.pop("seconds", None)
-        cached = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        cached = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
         if stored == meta and len(cached) == len(rows):
             log(f"generations loaded from {path}")
             return cached, -(seconds or 0.0)  # negative: the time the cached generation took

@@ -27,7 +27,8 @@ def main(folders: list[str]) -> int:
         if not files:
             sys.exit(f"{folder}: no samples-k.jsonl (written by bench/best_of_n.py)")
         for f in files:
-            rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+            # split on "\n" only: str.splitlines also splits on U+2028 and friends, which posts contain
+            rows = [json.loads(line) for line in f.read_text(encoding="utf-8").split("\n") if line.strip()]
             out = folder / f"plain-{f.stem.split('-')[1]}.jsonl"
             write_rows(generate_rows([r["prompt"] for r in rows], [r["real"] for r in rows], [r["fake"] for r in rows]),
                        out)

@@ -238,3 +238,16 @@ def test_generate_samples_a_run_model_as_trained(demo_ds, tiny_model_dir, tmp_pa
     assert as_trained == gen(tmp_path / "b.jsonl", "--max-new-tokens", "3")
     (run / "data_caps.json").unlink()
     assert gen(tmp_path / "c.jsonl") == gen(tmp_path / "d.jsonl", "--max-new-tokens", "64") != as_trained
+
+
+def test_kept_samples_read_back_with_line_separators_inside(tmp_path):
+    """Posts hold U+2028 and U+0085, which json.dumps(ensure_ascii=False) writes raw and str.splitlines splits
+    on: the kept samples (the warm-up pool, the --best-of draws) must still read back, not be sampled again."""
+    from llmgan.generator import read_back_samples, write_samples
+
+    texts = ["one\u2028two", "three\x85four", "plain"]
+    prompts = [[{"role": "user", "content": f"p{i}\u2029"}] for i in range(3)]
+    reals = ["r\u2028", "s", "t"]
+    path = write_samples(tmp_path / "kept.jsonl", prompts, reals, texts, {"seed": 1})
+    assert read_back_samples(path, prompts, reals, {"seed": 1}) == texts
+    assert read_back_samples(path, prompts, reals, {"seed": 2}) is None

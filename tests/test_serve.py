@@ -272,7 +272,9 @@ def test_serve_refuses_bad_setup_before_loading(tmp_path):
     for extra, message in ((["--best-of", "3"], "needs --teacher"), (["--teacher", str(tmp_path)], "needs --best-of"),
                            (["--best-of", "2", "--teacher", str(tmp_path / "t")], "no such folder"),
                            (["--best-of", "2", "--teacher", str(tmp_path)], "missing config.yaml"),
-                           (["--best-of", "2", "--teacher", str(tmp_path), "--engine", "vllm"], "--engine transformers")):
+                           (["--best-of", "2", "--teacher", str(tmp_path), "--engine", "vllm"], "--engine transformers"),
+                           (["--best-of", "2", "--teacher", str(tmp_path), "--continuous-batching"],
+                            "leave --continuous-batching out")):
         proc = subprocess.run([sys.executable, "-m", "llmgan", "serve", str(tmp_path / "nothing"), "--port", "0", *extra],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, (extra, proc.stderr)

@@ -155,7 +155,8 @@ def read_back_samples(path: Optional[Path], prompts: list, reals: list, sampling
     if path is None or not Path(path).is_file():
         return None
     try:
-        kept = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        # split on "\n" only: str.splitlines also splits inside texts holding U+2028, U+0085 and friends
+        kept = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
     except (OSError, ValueError):
         return None
     if ([r.get("prompt") for r in kept] == list(prompts) and [r.get("real") for r in kept] == list(reals)

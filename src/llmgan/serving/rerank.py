@@ -4,17 +4,18 @@ under a run's warmed-up discriminator, the same ranking as `llmgan generate --be
 responses and not plain samples.
 
 How a request is answered (transformers engine only; the request has passed serve's RequestCheck):
-  1. draw     the engine answers the request N times, non-streamed; draw k carries seed + k when the request
-              has a seed (so draw 0 is the plain answer to the same request). Without continuous batching the
-              draws run one after another (the engine seeds torch globally per request); with it they are sent
-              together, so the engine batches them.
+  1. draw     the engine answers the request N times, one after another, non-streamed; draw k carries
+              seed + k when the request has a seed (so draw 0 is the plain answer to the same request; the
+              engine seeds torch globally per request, so draws sent together would not be reproducible).
   2. score    the teacher reads the conversation (with the served default system prompt when the request has
               none, as the chat template renders it) and each draw's text: D's logit, higher = more human.
   3. answer   the draw with the highest logit (the first on ties) is the response, as the engine wrote it, plus
               an `llmgan` field: best_of, picked, teacher_logits, draws (every draw's text) and
               completion_tokens_all_draws (what the N draws cost; `usage` is the picked draw's).
 An engine error on any draw is the answer. A streamed request is refused (400): nothing can be sent before
-all N draws are scored.
+all N draws are scored. --continuous-batching is refused with --best-of: in transformers 5.24 four identical
+requests sent together made its batching loop fail (IndexError in the embedding; BENCHMARKS.md), and one at
+a time it would batch nothing.
 
 What is different from OpenAI's `best_of` (legacy completions, ranked by log-probability): the ranking is the
 discriminator's, trained to tell the start model's samples from human text; it is measured with D's own start
@@ -75,12 +76,12 @@ async def call_engine(app, scope: dict, body: dict) -> tuple[int, Any]:
 
 class BestOf:
     """Answers a checked chat completion request with the best of `n` engine draws under `teacher`
-    (an llmgan.adversarial.teacher.Teacher); `concurrent` sends the draws together (continuous batching)."""
+    (an llmgan.adversarial.teacher.Teacher)."""
 
-    def __init__(self, teacher: Any, n: int, default_system: Optional[str], concurrent: bool = False):
+    def __init__(self, teacher: Any, n: int, default_system: Optional[str]):
         if n < 2:
             raise LlmganError(f"--best-of {n}: needs N >= 2")
-        self.teacher, self.n, self.default_system, self.concurrent = teacher, n, default_system, concurrent
+        self.teacher, self.n, self.default_system = teacher, n, default_system
 
     def refuse(self, body: dict) -> Optional[tuple[int, dict]]:
         if body.get("stream"):
@@ -102,10 +103,7 @@ class BestOf:
         # 1. draw
         seed = body.get("seed")
         bodies = [{**body, "stream": False, **({"seed": seed + k} if seed is not None else {})} for k in range(self.n)]
-        if self.concurrent:
-            answers = await asyncio.gather(*(call_engine(app, scope, b) for b in bodies))
-        else:
-            answers = [await call_engine(app, scope, b) for b in bodies]
+        answers = [await call_engine(app, scope, b) for b in bodies]
         for status, answer in answers:
             if status != 200:
                 return status, answer
@@ -124,9 +122,9 @@ class BestOf:
         return 200, answer
 
 
-def check_arguments(n: int, teacher: Optional[str], engine: str) -> None:
+def check_arguments(n: int, teacher: Optional[str], engine: str, continuous_batching: bool = False) -> None:
     """--best-of/--teacher before any model loads: N > 1 with a teacher folder, not on vLLM (--engine auto then
-    means transformers)."""
+    means transformers), not with --continuous-batching."""
     from llmgan.adversarial.teacher import check_teacher
 
     if n < 1 or (n > 1) != bool(teacher):
@@ -136,10 +134,13 @@ def check_arguments(n: int, teacher: Optional[str], engine: str) -> None:
     if engine == "vllm":
         raise LlmganError("--best-of runs in llmgan's request check in front of transformers serve, so it is not "
                           "available with --engine vllm: pass --engine transformers (or auto, which picks it)")
+    if continuous_batching:
+        raise LlmganError("--best-of with --continuous-batching: transformers 5.24's batching failed on the identical "
+                          "requests the draws are (IndexError in its generation loop); leave --continuous-batching out")
     check_teacher(teacher)
 
 
-def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[str], concurrent: bool) -> BestOf:
+def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[str]) -> BestOf:
     """Load RUN/teacher (its start model and D's weights) for serving; prints what it loaded."""
     from llmgan.adversarial.teacher import SUMMARY_FILE, Teacher
 
@@ -155,4 +156,4 @@ def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[s
     print(f"  best of {n} under the teacher in {teacher.folder} (D on {teacher.cfg.model.name}"
           + (f", held-out AUROC {auroc:.3f}" if isinstance(auroc, (int, float)) else "") + "); streaming is refused",
           flush=True)
-    return BestOf(teacher, n, default_system, concurrent=concurrent)
+    return BestOf(teacher, n, default_system)

@@ -389,8 +389,7 @@ def run_transformers(folder: Path, info: dict, args: argparse.Namespace, port: i
     if args.best_of > 1:
         from llmgan.serving.rerank import load_best_of
 
-        reranker = load_best_of(args.teacher, args.best_of, device=args.device, default_system=info.get("system_prompt"),
-                                concurrent=args.continuous_batching)
+        reranker = load_best_of(args.teacher, args.best_of, device=args.device, default_system=info.get("system_prompt"))
     original = hf_server.build_server
     engine: dict = {}
 
@@ -493,7 +492,7 @@ def run(args: argparse.Namespace) -> int:
     if args.best_of != 1 or args.teacher:  # --best-of runs in front of transformers serve (serving/rerank.py)
         from llmgan.serving.rerank import check_arguments
 
-        check_arguments(args.best_of, args.teacher, args.engine)
+        check_arguments(args.best_of, args.teacher, args.engine, args.continuous_batching)
     engine = "transformers" if args.best_of > 1 else pick_engine(args.engine)
     if engine == "transformers":
         check_serving_installed()
