@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any, Optional
 
 from llmgan.errors import LlmganError
@@ -82,6 +83,13 @@ class BestOf:
         if n < 2:
             raise LlmganError(f"--best-of {n}: needs N >= 2")
         self.teacher, self.n, self.default_system = teacher, n, default_system
+        # one scoring at a time: the encoder stops its forward pass at D's layer with a hook on the shared model,
+        # which a second request scoring in another thread at the same moment would trip
+        self.lock = threading.Lock()
+
+    def _score(self, conv: list, texts: list[str]):
+        with self.lock:
+            return self.teacher.logits([conv] * self.n, texts)
 
     def refuse(self, body: dict) -> Optional[tuple[int, dict]]:
         if body.get("stream"):
@@ -110,7 +118,7 @@ class BestOf:
         texts = [a["choices"][0]["message"].get("content") or "" for _, a in answers]
         # 2. score (off the event loop: the engine keeps serving other requests meanwhile)
         conv = teacher_conversation(body["messages"], self.default_system)
-        logits = await asyncio.to_thread(self.teacher.logits, [conv] * self.n, texts)
+        logits = await asyncio.to_thread(self._score, conv, texts)
         # 3. answer
         from llmgan.adversarial.teacher import best_of
 
