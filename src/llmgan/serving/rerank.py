@@ -28,17 +28,17 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from llmgan.errors import LlmganError
 
 
-def teacher_conversation(messages: list, default_system: Optional[str]) -> list[dict]:
-    """The conversation D reads: the request's messages as plain text, with the served default system prompt
-    first when the request has no system message (as the served chat template renders it)."""
-    from llmgan.serving.serve import message_text
-
-    conv = [{"role": m["role"], "content": message_text(m.get("content")) or ""} for m in messages]
+def teacher_conversation(messages: list, default_system: Optional[str],
+                         text_of: Callable[[Any], Optional[str]]) -> list[dict]:
+    """The conversation D reads: the request's messages as plain text (`text_of(content)`, serve's message_text),
+    with the served default system prompt first when the request has no system message (as the served chat
+    template renders it)."""
+    conv = [{"role": m["role"], "content": text_of(m.get("content")) or ""} for m in messages]
     if default_system and not any(m["role"] in ("system", "developer") for m in conv):
         conv.insert(0, {"role": "system", "content": default_system})
     return conv
@@ -77,12 +77,13 @@ async def call_engine(app, scope: dict, body: dict) -> tuple[int, Any]:
 
 class BestOf:
     """Answers a checked chat completion request with the best of `n` engine draws under `teacher`
-    (an llmgan.adversarial.teacher.Teacher)."""
+    (an llmgan.adversarial.teacher.Teacher); `text_of` turns a message's content into text (serve's
+    message_text, passed in because serve imports this module)."""
 
-    def __init__(self, teacher: Any, n: int, default_system: Optional[str]):
+    def __init__(self, teacher: Any, n: int, default_system: Optional[str], text_of: Callable[[Any], Optional[str]]):
         if n < 2:
             raise LlmganError(f"--best-of {n}: needs N >= 2")
-        self.teacher, self.n, self.default_system = teacher, n, default_system
+        self.teacher, self.n, self.default_system, self.text_of = teacher, n, default_system, text_of
         # one scoring at a time: the encoder stops its forward pass at D's layer with a hook on the shared model,
         # which a second request scoring in another thread at the same moment would trip
         self.lock = threading.Lock()
@@ -117,7 +118,7 @@ class BestOf:
                 return status, answer
         texts = [a["choices"][0]["message"].get("content") or "" for _, a in answers]
         # 2. score (off the event loop: the engine keeps serving other requests meanwhile)
-        conv = teacher_conversation(body["messages"], self.default_system)
+        conv = teacher_conversation(body["messages"], self.default_system, self.text_of)
         logits = await asyncio.to_thread(self._score, conv, texts)
         # 3. answer
         from llmgan.adversarial.teacher import best_of
@@ -148,7 +149,8 @@ def check_arguments(n: int, teacher: Optional[str], engine: str, continuous_batc
     check_teacher(teacher)
 
 
-def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[str]) -> BestOf:
+def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[str],
+                 text_of: Callable[[Any], Optional[str]]) -> BestOf:
     """Load RUN/teacher (its start model and D's weights) for serving; prints what it loaded."""
     from llmgan.adversarial.teacher import SUMMARY_FILE, Teacher
 
@@ -164,4 +166,4 @@ def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[s
     print(f"  best of {n} under the teacher in {teacher.folder} (D on {teacher.cfg.model.name}"
           + (f", held-out AUROC {auroc:.3f}" if isinstance(auroc, (int, float)) else "") + "); streaming is refused",
           flush=True)
-    return BestOf(teacher, n, default_system)
+    return BestOf(teacher, n, default_system, text_of)

@@ -389,7 +389,8 @@ def run_transformers(folder: Path, info: dict, args: argparse.Namespace, port: i
     if args.best_of > 1:
         from llmgan.serving.rerank import load_best_of
 
-        reranker = load_best_of(args.teacher, args.best_of, device=args.device, default_system=info.get("system_prompt"))
+        reranker = load_best_of(args.teacher, args.best_of, device=args.device, default_system=info.get("system_prompt"),
+                                text_of=message_text)
     original = hf_server.build_server
     engine: dict = {}
 
