@@ -223,18 +223,16 @@ def run(args: argparse.Namespace) -> int:
         raise LlmganError("need --temperature > 0, 0 < --top-p <= 1, --max-new-tokens >= 1 and --batch-size >= 1")
     if args.offset < 0 or (args.limit is not None and args.limit < 1):
         raise LlmganError(f"need --offset >= 0 and --limit >= 1 (got --offset {args.offset}, --limit {args.limit})")
-    if args.best_of < 1 or (args.best_of > 1) != bool(args.teacher):
-        raise LlmganError(f"--best-of {args.best_of}" + (f" with --teacher {args.teacher}" if args.teacher else "")
-                          + ": --best-of N > 1 needs --teacher RUN/teacher (the discriminator that ranks the draws), "
-                            "and --teacher needs --best-of N > 1")
+    if args.best_of != 1 or args.teacher:
+        from llmgan.adversarial.teacher import check_best_of, check_teacher
+
+        check_best_of(args.best_of, args.teacher)
     if args.best_of > 1 and args.greedy:
         raise LlmganError(f"--best-of {args.best_of} with --greedy: greedy decoding gives the same response every draw; "
                           "drop --greedy (the draws are sampled with --temperature and --top-p)")
     check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
     check_device(args.device)
     if args.teacher:
-        from llmgan.adversarial.teacher import check_teacher
-
         check_teacher(args.teacher)
     ds = load_prepared(args.dataset)
     if args.split not in ds:
@@ -287,7 +285,7 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
     every draw, the highest per prompt."""
     import torch
 
-    from llmgan.adversarial.teacher import Teacher, best_of
+    from llmgan.adversarial.teacher import Teacher, best_of, same_model
 
     folder = Path(args.output)
     folder = folder.with_name(folder.name + ".draws")
@@ -317,7 +315,7 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
         texts.append(draw)
     # the teacher reads the start model's states: the generator already loaded is that model when --model is it
     teacher = Teacher.load(args.teacher, device=args.device, dtype=args.dtype, loaded=(str(args.model), model, tok))
-    if str(teacher.cfg.model.name) != str(args.model):
+    if not same_model(str(teacher.cfg.model.name), str(args.model)):
         print(f"note: --teacher {args.teacher} was warmed up on samples of {teacher.cfg.model.name}, not of --model "
               f"{args.model}; its ranking was measured on its own start model's samples")
     logits = torch.stack([teacher.logits(prompts, draw) for draw in texts])  # [N, M]

@@ -76,7 +76,17 @@ def check_teacher(folder: str | Path) -> Path:
     return folder
 
 
-def _same_model(a: str, b: str) -> bool:
+def check_best_of(n: int, teacher: Optional[str]) -> None:
+    """--best-of N / --teacher of `llmgan generate` and `llmgan serve` go together: N > 1 needs a teacher and a
+    teacher needs N > 1 (the folder itself: `check_teacher`)."""
+    if n < 1 or (n > 1) != bool(teacher):
+        raise LlmganError(f"--best-of {n}" + (f" with --teacher {teacher}" if teacher else "")
+                          + ": --best-of N > 1 needs --teacher RUN/teacher (the discriminator that ranks the draws), "
+                            "and --teacher needs --best-of N > 1")
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names or paths name the same model (equal, or folders that resolve to one)."""
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
 
@@ -107,7 +117,7 @@ class Teacher:
         cfg = load_config(folder / CONFIG_FILE)
         dtype = dtype or cfg.model.dtype
         cfg.model.name = start_model(folder, cfg)
-        if loaded is not None and _same_model(str(loaded[0]), str(cfg.model.name)):
+        if loaded is not None and same_model(str(loaded[0]), str(cfg.model.name)):
             model, tok = loaded[1], loaded[2]
         else:
             tok = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)

@@ -134,12 +134,9 @@ class BestOf:
 def check_arguments(n: int, teacher: Optional[str], engine: str, continuous_batching: bool = False) -> None:
     """--best-of/--teacher before any model loads: N > 1 with a teacher folder, not on vLLM (--engine auto then
     means transformers), not with --continuous-batching."""
-    from llmgan.adversarial.teacher import check_teacher
+    from llmgan.adversarial.teacher import check_best_of, check_teacher
 
-    if n < 1 or (n > 1) != bool(teacher):
-        raise LlmganError(f"--best-of {n}" + (f" with --teacher {teacher}" if teacher else "")
-                          + ": --best-of N > 1 needs --teacher RUN/teacher (the discriminator that ranks the draws), "
-                            "and --teacher needs --best-of N > 1")
+    check_best_of(n, teacher)
     if engine == "vllm":
         raise LlmganError("--best-of runs in llmgan's request check in front of transformers serve, so it is not "
                           "available with --engine vllm: pass --engine transformers (or auto, which picks it)")
