@@ -1,0 +1,91 @@
+"""Rank by several teachers at once: does the mean logit of independently warmed-up teachers pick better than one?
+(issue 14)
+
+Best of n under one teacher stops gaining between n = 4 and n = 8 on both tasks (validation), while the teacher's
+logit of the kept draw keeps rising: past the top few draws, what one D prefers is its own, not the judge's.
+Reward-model ensembles are the usual remedy for that over-optimisation (Coste et al., arXiv 2310.02743;
+Eisenstein et al., arXiv 2312.09244): teachers warmed up from the same start model on their own seeds, pools and
+held-out sets disagree where each is idiosyncratic and agree where the texts differ. This script scores the same
+draws with every teacher given and keeps, per prompt, the draw with the highest mean logit (no weights, no
+tuning), beside each teacher's own pick:
+- best-N-mean.jsonl: the ensemble's pick among all N draws given;
+- best-N-t{j}.jsonl: teacher j's own pick (for the teacher that chose these draws, the shipped ranking);
+- summary.json: how often the picks agree, and the mean logit of each pick under every teacher.
+Then judge, e.g.
+  llmgan evaluate --compare W/plain-0.jsonl ... W/plain-3.jsonl OUT/best-4-t0.jsonl OUT/best-4-mean.jsonl \\
+      --pool-baseline 4 --detectors all --threads 2 -o OUT/judge
+
+Example (the draws of post teacher 1 on validation, ranked by the three post teachers):
+  python bench/teacher_ensemble.py --teachers out/bon-post-s1/run/teacher runs/r23-post-s0/teacher \\
+      out/bon-post-s2/run/teacher --draws out/r25/post-val-best4-t1.jsonl.draws/draw-{0,1,2,3}.jsonl \\
+      -o out/r25/post-val-ensemble
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from surface_teacher import read_jsonl, text_of
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teachers", nargs="+", required=True, help="RUN/teacher folders warmed up from the same start model")
+    p.add_argument("--draws", nargs="+", required=True, type=Path, help="draw files, one per draw, same prompts")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the picks and summary.json")
+    args = p.parse_args()
+
+    import torch
+
+    from llmgan.adversarial.teacher import CONFIG_FILE, Teacher, best_of, start_model
+    from llmgan.io import last_user_message, write_json, write_rows
+
+    torch.set_num_threads(2)
+    out = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    draws = [read_jsonl(f) for f in args.draws]
+    for k, d in enumerate(draws[1:], 1):
+        if [r["real"] for r in d] != [r["real"] for r in draws[0]]:
+            raise SystemExit(f"{args.draws[k]} is not for the prompts of {args.draws[0]}")
+    prompts = [r["prompt"] for r in draws[0]]
+    t0 = time.perf_counter()
+    logits = []  # per teacher [N, M]
+    loaded = None  # the start model, loaded once for every teacher that reads it
+    for folder in args.teachers:
+        if loaded is None:
+            from llmgan.config import load_config
+            from llmgan.models import load_model, load_tokenizer
+
+            name = start_model(Path(folder), load_config(Path(folder) / CONFIG_FILE))
+            loaded = (name, load_model(name), load_tokenizer(name))
+        teacher = Teacher.load(folder, loaded=loaded)
+        logits.append(torch.stack([teacher.logits(prompts, [text_of(r) for r in d]) for d in draws]))
+        print(f"{folder}: scored {len(draws)} x {len(prompts)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    stacked = torch.stack(logits)  # [T, N, M]
+    n, m = stacked.shape[1], stacked.shape[2]
+    picks = {f"t{j}": best_of(stacked[j]) for j in range(len(args.teachers))}
+    picks["mean"] = best_of(stacked.mean(dim=0))
+    summary = {"teachers": args.teachers, "draws": [str(f) for f in args.draws], "picks": {}}
+    for name, chosen in picks.items():
+        rows = [{"prompt": last_user_message(prompts[i]),
+                 "system": next((mm["content"] for mm in prompts[i] if mm["role"] == "system"), ""),
+                 "real": draws[0][i]["real"], "generated": text_of(draws[int(chosen[i])][i])} for i in range(m)]
+        write_rows(rows, out / f"best-{n}-{name}.jsonl")
+        summary["picks"][name] = {
+            "agree_with_mean": float((chosen == picks["mean"]).float().mean()),
+            "mean_logit_under_each_teacher": [float(stacked[j].gather(0, chosen[None]).mean())
+                                              for j in range(len(args.teachers))],
+            "mean_words": sum(len(r["generated"].split()) for r in rows) / m}
+    summary["seconds"] = round(time.perf_counter() - t0)
+    write_json(out / "summary.json", summary)
+    for name, s in summary["picks"].items():
+        print(f"{name}: agrees with the mean's pick {s['agree_with_mean']:.0%}; logit under each teacher "
+              f"{[round(x, 2) for x in s['mean_logit_under_each_teacher']]}; {s['mean_words']:.1f} words")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
