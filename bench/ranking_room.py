@@ -27,7 +27,7 @@ import csv
 import sys
 from pathlib import Path
 
-from surface_teacher import read_jsonl, text_of
+from surface_teacher import read_draws, text_of
 
 DETECTORS = {"strongest": "detector_score", "minilm_lr": "score_minilm_lr", "ngram_lr": "score_ngram_lr",
              "finetuned": "score_finetuned"}
@@ -50,7 +50,7 @@ def main() -> int:
     from llmgan.adversarial.teacher import Teacher
 
     torch.set_num_threads(2)
-    draws = [read_jsonl(f) for f in args.draws]
+    draws = read_draws(args.draws)
     judged = []  # the judge's rows in the draws' order (its samples.csv has its own order)
     for k, f in enumerate(args.judged):
         by_text = {(r["real"], r["generated"]): r for r in csv.DictReader(f.open(encoding="utf-8"))}

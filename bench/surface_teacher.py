@@ -47,6 +47,28 @@ def text_of(row: dict) -> str:
     return row["fake"] if "fake" in row else row["generated"]
 
 
+def read_draws(paths: list[Path]) -> list[list[dict]]:
+    """Draw files (best_of_n.py samples-k.jsonl or generate's draw-k.jsonl) -> rows[k][i]; all for one prompt list."""
+    draws = [read_jsonl(f) for f in paths]
+    for k, d in enumerate(draws[1:], 1):
+        if [r["real"] for r in d] != [r["real"] for r in draws[0]]:
+            raise SystemExit(f"{paths[k]} is not for the prompts of {paths[0]}")
+    return draws
+
+
+def write_picks(draws: list[list[dict]], chosen, path: Path) -> list[dict]:
+    """Per prompt i the text of draw chosen[i], as `llmgan generate` rows (what `llmgan evaluate` reads)."""
+    from llmgan.io import last_user_message, write_rows
+
+    rows = []
+    for i, row in enumerate(draws[0]):
+        conv = row["prompt"]
+        rows.append({"prompt": last_user_message(conv), "system": next((m["content"] for m in conv if m["role"] == "system"), ""),
+                     "real": row["real"], "generated": text_of(draws[int(chosen[i])][i])})
+    write_rows(rows, path)
+    return rows
+
+
 def surface_model():
     """S: TF-IDF of cased character 1-4-grams and a logistic regression (sklearn defaults)."""
     import numpy as np
@@ -74,17 +96,14 @@ def main() -> int:
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from llmgan.adversarial.teacher import Teacher
-    from llmgan.io import last_user_message, write_json, write_rows
+    from llmgan.io import write_json
 
     torch.set_num_threads(2)
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
     run = Path(args.run)
     pool, held = read_jsonl(run / "warmup_pool.jsonl"), read_jsonl(run / "heldout.jsonl")
-    draws = [read_jsonl(f) for f in args.draws]
-    for k, d in enumerate(draws[1:], 1):
-        if [r["real"] for r in d] != [r["real"] for r in draws[0]]:
-            raise SystemExit(f"{args.draws[k]} is not for the prompts of {args.draws[0]}")
+    draws = read_draws(args.draws)
     t0 = time.perf_counter()
     # 1. S on the warm-up pool
     s_model = surface_model()
@@ -119,10 +138,7 @@ def main() -> int:
                "heldout_rows": len(held), "pool_rows": len(pool), "picks": {}}
     for name, score in (("d", x[:, :, 0]), ("surface", combined)):
         chosen = score.argmax(axis=0)
-        rows = [{"prompt": last_user_message(prompts[i]),
-                 "system": next((mm["content"] for mm in prompts[i] if mm["role"] == "system"), ""),
-                 "real": draws[0][i]["real"], "generated": text_of(draws[chosen[i]][i])} for i in range(m)]
-        write_rows(rows, out / f"best-{n}-{name}.jsonl")
+        rows = write_picks(draws, chosen, out / f"best-{n}-{name}.jsonl")
         summary["picks"][name] = {"chosen": chosen.tolist(),
                                   "mean_words": float(np.mean([len(r["generated"].split()) for r in rows]))}
     agree = float(np.mean(np.array(summary["picks"]["d"]["chosen"]) == np.array(summary["picks"]["surface"]["chosen"])))

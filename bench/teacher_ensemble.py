@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from surface_teacher import read_jsonl, text_of
+from surface_teacher import read_draws, text_of, write_picks
 
 
 def main() -> int:
@@ -41,15 +41,12 @@ def main() -> int:
     import torch
 
     from llmgan.adversarial.teacher import CONFIG_FILE, Teacher, best_of, start_model
-    from llmgan.io import last_user_message, write_json, write_rows
+    from llmgan.io import write_json
 
     torch.set_num_threads(2)
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
-    draws = [read_jsonl(f) for f in args.draws]
-    for k, d in enumerate(draws[1:], 1):
-        if [r["real"] for r in d] != [r["real"] for r in draws[0]]:
-            raise SystemExit(f"{args.draws[k]} is not for the prompts of {args.draws[0]}")
+    draws = read_draws(args.draws)
     prompts = [r["prompt"] for r in draws[0]]
     t0 = time.perf_counter()
     logits = []  # per teacher [N, M]
@@ -70,10 +67,7 @@ def main() -> int:
     picks["mean"] = best_of(stacked.mean(dim=0))
     summary = {"teachers": args.teachers, "draws": [str(f) for f in args.draws], "picks": {}}
     for name, chosen in picks.items():
-        rows = [{"prompt": last_user_message(prompts[i]),
-                 "system": next((mm["content"] for mm in prompts[i] if mm["role"] == "system"), ""),
-                 "real": draws[0][i]["real"], "generated": text_of(draws[int(chosen[i])][i])} for i in range(m)]
-        write_rows(rows, out / f"best-{n}-{name}.jsonl")
+        rows = write_picks(draws, chosen, out / f"best-{n}-{name}.jsonl")
         summary["picks"][name] = {
             "agree_with_mean": float((chosen == picks["mean"]).float().mean()),
             "mean_logit_under_each_teacher": [float(stacked[j].gather(0, chosen[None]).mean())
