@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     if args.offset < 0 or (args.limit is not None and args.limit < 1):
         raise LlmganError(f"need --offset >= 0 and --limit >= 1 (got --offset {args.offset}, --limit {args.limit})")
     if args.best_of != 1 or args.teacher:
-        from llmgan.adversarial.teacher import check_best_of, check_teacher
+        from llmgan.adversarial.teacher import check_best_of
 
         check_best_of(args.best_of, args.teacher)
     if args.best_of > 1 and args.greedy:
@@ -233,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
     check_device(args.device)
     if args.teacher:
+        from llmgan.adversarial.teacher import check_teacher
+
         check_teacher(args.teacher)
     ds = load_prepared(args.dataset)
     if args.split not in ds:
