@@ -91,14 +91,6 @@ def d_logits(disc, prompts: list, texts: list[list[str]], reals: list, chunk: in
     return scores
 
 
-def generate_rows(prompts: list, reals: list, texts: list[str]) -> list[dict]:
-    """Rows in `llmgan generate`'s output format (what `llmgan evaluate` reads)."""
-    from llmgan.io import last_user_message
-
-    return [{"prompt": last_user_message(p), "system": next((m["content"] for m in p if m["role"] == "system"), ""),
-             "real": r, "generated": t} for p, r, t in zip(prompts, reals, texts)]
-
-
 def write_dataset(source: str, prompts: list, responses: list[str], out: Path) -> None:
     """A prepared dataset at `out`: train = (prompt, response) pairs; the other splits and the card as in `source`."""
     from datasets import Dataset, DatasetDict
@@ -177,6 +169,7 @@ def main() -> int:
         p.error("--dataset-out needs --split train (the picks become training responses)")
 
     from llmgan.config import load_config
+    from llmgan.generator import output_rows
     from llmgan.io import write_json, write_rows
     from llmgan.training.components import build_components
     from llmgan.training.dataset import resolve_data_caps
@@ -242,7 +235,7 @@ def main() -> int:
             if name == f"best-{ns[-1]}":
                 chosen_top = chosen
             picked = [texts[k][i] for i, k in enumerate(chosen)]
-            write_rows(generate_rows(prompts, reals, picked), work / f"{name}.jsonl")
+            write_rows(output_rows(prompts, reals, picked), work / f"{name}.jsonl")
             summary["picks"][name] = {
                 "mean_d_logit": sum(scores[k][i] for i, k in enumerate(chosen)) / len(chosen),
                 "mean_words": sum(len(t.split()) for t in picked) / len(picked),

@@ -13,8 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from best_of_n import generate_rows
-
+from llmgan.generator import output_rows
 from llmgan.io import write_rows
 
 
@@ -30,7 +29,7 @@ def main(folders: list[str]) -> int:
             # split on "\n" only: str.splitlines also splits on U+2028 and friends, which posts contain
             rows = [json.loads(line) for line in f.read_text(encoding="utf-8").split("\n") if line.strip()]
             out = folder / f"plain-{f.stem.split('-')[1]}.jsonl"
-            write_rows(generate_rows([r["prompt"] for r in rows], [r["real"] for r in rows], [r["fake"] for r in rows]),
+            write_rows(output_rows([r["prompt"] for r in rows], [r["real"] for r in rows], [r["fake"] for r in rows]),
                        out)
             print(f"wrote {out} ({len(rows)} rows)")
     return 0

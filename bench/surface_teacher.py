@@ -58,13 +58,11 @@ def read_draws(paths: list[Path]) -> list[list[dict]]:
 
 def write_picks(draws: list[list[dict]], chosen, path: Path) -> list[dict]:
     """Per prompt i the text of draw chosen[i], as `llmgan generate` rows (what `llmgan evaluate` reads)."""
-    from llmgan.io import last_user_message, write_rows
+    from llmgan.generator import output_rows
+    from llmgan.io import write_rows
 
-    rows = []
-    for i, row in enumerate(draws[0]):
-        conv = row["prompt"]
-        rows.append({"prompt": last_user_message(conv), "system": next((m["content"] for m in conv if m["role"] == "system"), ""),
-                     "real": row["real"], "generated": text_of(draws[int(chosen[i])][i])})
+    rows = output_rows([r["prompt"] for r in draws[0]], [r["real"] for r in draws[0]],
+                       [text_of(draws[int(chosen[i])][i]) for i in range(len(draws[0]))])
     write_rows(rows, path)
     return rows
 

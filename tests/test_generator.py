@@ -156,6 +156,18 @@ def _generate(demo_ds, model, out, *extra) -> int:
                  "--quiet", *extra])
 
 
+def test_output_rows_take_the_last_user_message_and_the_system_message():
+    """The rows `llmgan generate` writes and the bench scripts build from kept draws (one builder for both)."""
+    from llmgan.generator import output_rows
+
+    convs = [[{"role": "system", "content": SYS}, {"role": "user", "content": "first"},
+              {"role": "assistant", "content": "answer"}, {"role": "user", "content": "second"}],
+             [{"role": "user", "content": "no system"}]]
+    rows = output_rows(convs, ["r0", "r1"], ["g0", "g1"])
+    assert rows == [{"prompt": "second", "system": SYS, "real": "r0", "generated": "g0"},
+                    {"prompt": "no system", "system": "", "real": "r1", "generated": "g1"}]
+
+
 def test_generate_jsonl_one_row_per_input_in_order(demo_ds, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "gen.jsonl"
     assert _generate(demo_ds, tiny_model_dir, out, "--split", "test") == 0

@@ -201,7 +201,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _rows(prompts: list[list[dict]], reals, texts: list[str]) -> list[dict]:
+def output_rows(prompts: list[list[dict]], reals, texts: list[str]) -> list[dict]:
+    """Rows of `llmgan generate`'s output (what `llmgan evaluate` reads): per prompt its last user message as
+    `prompt`, its system message (or ""), the real response and the generated text."""
     return [{"prompt": last_user_message(msgs),
              "system": next((m["content"] for m in msgs if m["role"] == "system"), ""),
              "real": real, "generated": gen}
@@ -255,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     if args.best_of > 1:
         texts = _best_of(args, model, tok, prompts, list(split["response"]))
         dt = time.perf_counter() - t0
-        out = write_rows(_rows(prompts, split["response"], texts), args.output)
+        out = write_rows(output_rows(prompts, split["response"], texts), args.output)
         print(f"wrote {len(texts)} rows to {out}, each the best of {args.best_of} under {args.teacher} ({dt:.1f} s)")
         return 0
     try:
@@ -265,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     except GenerationInterrupted as stop:
         kept = len(stop.finished)
         if kept:
-            out = write_rows(_rows(prompts, split["response"], stop.finished), args.output)
+            out = write_rows(output_rows(prompts, split["response"], stop.finished), args.output)
             where = f"kept the {kept} finished rows (of {stop.total}) in {out}"
         else:
             where = f"no row was finished (of {stop.total}); nothing written"
@@ -275,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         raise GenerationInterrupted(stop.finished, stop.total, f"{stop.signal_name}: {where}; continue with "
                                     f"--offset {args.offset + kept}{limit} -o {rest} (same seed and settings)") from None
     dt = time.perf_counter() - t0
-    rows = _rows(prompts, split["response"], texts)
+    rows = output_rows(prompts, split["response"], texts)
     out = write_rows(rows, args.output)
     print(f"wrote {len(rows)} rows to {out} ({dt:.1f} s, {len(rows) / dt:.2f} responses/s)")
     return 0
