@@ -1,0 +1,115 @@
+"""Is the teacher more than a fluency filter? Rank the same draws by the start model's own likelihood (issue 14).
+
+On posts the teacher's best of 4 gains about -0.035 under the judge at temperature 1.0 (validation), and nothing
+once the draws are sampled at top-p 0.95 (RESULTS.md, seventeenth session). Top-p removes the tail tokens that
+make a draft incoherent, so part of what the teacher ranks on at 1.0 may be just that: how likely the draft is
+under the model that wrote it. This script is the control that separates the two. For each prompt it keeps the
+draw with the highest mean log-probability per token under the start model (response tokens and the end-of-turn
+token, the chat-formatted prompt as context; no teacher, no training), and reports how that ranking relates to
+the teacher's:
+- best-N-loglik.jsonl: the likelihood's pick among the N draws given;
+- best-N-d.jsonl: the teacher's pick (the same as `llmgan generate --best-of N --teacher` on these draws);
+- summary.json: how often the two picks agree, the mean within-prompt Spearman correlation of the two scores,
+  and the mean log-probability of each pick, of all draws and of the real responses to the same prompts.
+Then judge, e.g.
+  llmgan evaluate --compare DRAW-0 ... DRAW-3 OUT/best-4-d.jsonl OUT/best-4-loglik.jsonl \\
+      --pool-baseline 4 --detectors all --threads 2 -o OUT/judge
+
+If the likelihood's pick gains about as much as the teacher's and the two agree, the teacher's gain is mostly
+fluency, which any truncation of the sampler also buys; if it gains less, the teacher reads more than that.
+
+Example (post teacher 1's validation draws at temperature 1.0):
+  python bench/likelihood_ranker.py --model runs/r23-post-s0/sft/final/generator \\
+      --teacher out/bon-post-s1/run/teacher --draws out/r25/post-val-best4-t1.jsonl.draws/draw-{0,1,2,3}.jsonl \\
+      -o out/r27/post-val-loglik
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from surface_teacher import read_draws, text_of, write_picks
+
+
+def mean_logprobs(model, tok, prompts: list, texts: list[str], batch: int = 16) -> list[float]:
+    """prompts [M] (conversations), texts [M] -> mean log-probability per token of each text and its end-of-turn
+    token, given the chat-formatted prompt, under `model` [M]."""
+    import torch
+
+    from llmgan.models import apply_chat
+
+    end = tok.eos_token or ""
+    out: list[float] = []
+    for s in range(0, len(texts), batch):
+        heads = apply_chat(tok, list(prompts[s:s + batch]))
+        head_ids = [tok(h, add_special_tokens=False)["input_ids"] for h in heads]
+        tail_ids = [tok(t + end, add_special_tokens=False)["input_ids"] for t in texts[s:s + batch]]
+        seqs = [h + t for h, t in zip(head_ids, tail_ids)]
+        width = max(len(x) for x in seqs)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.tensor([x + [pad] * (width - len(x)) for x in seqs])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in seqs])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        for i, (h, t) in enumerate(zip(head_ids, tail_ids)):
+            pos = torch.arange(len(h) - 1, len(h) + len(t) - 1)  # position p predicts token p + 1
+            token = logp[i, pos].gather(-1, torch.tensor(t).unsqueeze(-1)).squeeze(-1)
+            out.append(float(token.mean()))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="the start model that wrote the draws (RUN/sft/final/generator)")
+    p.add_argument("--teacher", required=True, help="RUN/teacher warmed up from that model, for its own picks")
+    p.add_argument("--draws", nargs="+", required=True, type=Path, help="draw files, one per draw, same prompts")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the picks and summary.json")
+    args = p.parse_args()
+
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+
+    from llmgan.adversarial.teacher import Teacher
+    from llmgan.io import write_json
+    from llmgan.models import load_model, load_tokenizer
+
+    torch.set_num_threads(2)
+    args.output.mkdir(parents=True, exist_ok=True)
+    draws = read_draws(args.draws)
+    prompts = [r["prompt"] for r in draws[0]]
+    t0 = time.perf_counter()
+    model, tok = load_model(args.model), load_tokenizer(args.model, padding_side="right")
+    loglik = np.array([mean_logprobs(model, tok, prompts, [text_of(r) for r in d]) for d in draws])  # [N, M]
+    teacher = Teacher.load(args.teacher, loaded=(args.model, model, load_tokenizer(args.model)))
+    d_logit = np.array([teacher.logits(prompts, [text_of(r) for r in d]).numpy() for d in draws])  # [N, M]
+    n, m = loglik.shape
+    summary = {"model": args.model, "teacher": args.teacher, "draws": [str(f) for f in args.draws], "picks": {}}
+    for name, score in (("d", d_logit), ("loglik", loglik)):
+        chosen = score.argmax(axis=0)
+        rows = write_picks(draws, chosen, args.output / f"best-{n}-{name}.jsonl")
+        summary["picks"][name] = {"chosen": chosen.tolist(),
+                                  "mean_loglik": float(loglik[chosen, np.arange(m)].mean()),
+                                  "mean_d_logit": float(d_logit[chosen, np.arange(m)].mean()),
+                                  "mean_words": float(np.mean([len(r["generated"].split()) for r in rows]))}
+    rho = [spearmanr(loglik[:, i], d_logit[:, i])[0] for i in range(m)]
+    summary["picks_agree"] = float(np.mean(np.array(summary["picks"]["d"]["chosen"])
+                                           == np.array(summary["picks"]["loglik"]["chosen"])))
+    summary["within_prompt_spearman_mean"] = float(np.nanmean(rho))
+    summary["all_draws"] = {"mean_loglik": float(loglik.mean()), "mean_d_logit": float(d_logit.mean())}
+    summary["real"] = {"mean_loglik": float(np.mean(mean_logprobs(model, tok, prompts, [r["real"] for r in draws[0]])))}
+    summary["seconds"] = round(time.perf_counter() - t0)
+    write_json(args.output / "summary.json", summary)
+    print(f"{m} prompts x {n} draws: picks agree on {summary['picks_agree']:.0%}, within-prompt Spearman "
+          f"(log-likelihood, D) {summary['within_prompt_spearman_mean']:.2f}; mean log-prob per token: all draws "
+          f"{loglik.mean():.3f}, D's pick {summary['picks']['d']['mean_loglik']:.3f}, the likelihood's pick "
+          f"{summary['picks']['loglik']['mean_loglik']:.3f}, the real responses {summary['real']['mean_loglik']:.3f}; "
+          f"{summary['seconds']} s; wrote {args.output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
