@@ -17,6 +17,8 @@ Then judge, e.g.
 
 If the likelihood's pick gains about as much as the teacher's and the two agree, the teacher's gain is mostly
 fluency, which any truncation of the sampler also buys; if it gains less, the teacher reads more than that.
+A draft cut at the token cap is scored with the end-of-turn token it never wrote, an unlikely token there, so
+the likelihood leans towards drafts that ended on their own.
 
 Example (post teacher 1's validation draws at temperature 1.0):
   python bench/likelihood_ranker.py --model runs/r23-post-s0/sft/final/generator \\
@@ -31,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+# surface_teacher (beside this file: Python puts the script's folder on sys.path) also puts src/ on sys.path and
+# sets the offline environment variables, so llmgan imports below and no hub is reached.
 from surface_teacher import read_draws, text_of, write_picks
 
 
@@ -73,7 +77,7 @@ def main() -> int:
     import torch
     from scipy.stats import spearmanr
 
-    from llmgan.adversarial.teacher import Teacher
+    from llmgan.adversarial.teacher import Teacher, same_model
     from llmgan.io import write_json
     from llmgan.models import load_model, load_tokenizer
 
@@ -84,7 +88,11 @@ def main() -> int:
     t0 = time.perf_counter()
     model, tok = load_model(args.model), load_tokenizer(args.model, padding_side="right")
     loglik = np.array([mean_logprobs(model, tok, prompts, [text_of(r) for r in d]) for d in draws])  # [N, M]
+    # the teacher reads its own start model's states; only when that is --model is the loaded copy reused
     teacher = Teacher.load(args.teacher, loaded=(args.model, model, load_tokenizer(args.model)))
+    if not same_model(args.model, str(teacher.cfg.model.name)):
+        print(f"note: the teacher's start model is {teacher.cfg.model.name}, not --model {args.model}: D and the "
+              "likelihood read different models", flush=True)
     d_logit = np.array([teacher.logits(prompts, [text_of(r) for r in d]).numpy() for d in draws])  # [N, M]
     n, m = loglik.shape
     summary = {"model": args.model, "teacher": args.teacher, "draws": [str(f) for f in args.draws], "picks": {}}
