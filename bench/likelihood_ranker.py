@@ -38,30 +38,35 @@ from pathlib import Path
 from surface_teacher import read_draws, text_of, write_picks
 
 
-def mean_logprobs(model, tok, prompts: list, texts: list[str], batch: int = 16) -> list[float]:
-    """prompts [M] (conversations), texts [M] -> mean log-probability per token of each text and its end-of-turn
-    token, given the chat-formatted prompt, under `model` [M]."""
-    import torch
-
+def prompt_ids(tok, prompts: list) -> list[list[int]]:
+    """prompts [M] (conversations) -> the token ids of each chat-formatted prompt, ending with the assistant turn;
+    computed once and shared by every draw of the same prompts."""
     from llmgan.models import apply_chat
 
+    return tok(apply_chat(tok, list(prompts)), add_special_tokens=False)["input_ids"]
+
+
+def mean_logprobs(model, tok, head_ids: list[list[int]], texts: list[str], batch: int = 16) -> list[float]:
+    """head_ids [M] (`prompt_ids`), texts [M] -> mean log-probability per token of each text and its end-of-turn
+    token, given the chat-formatted prompt, under `model` [M]. Only the text's positions go through the softmax."""
+    import torch
+
     end = tok.eos_token or ""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     out: list[float] = []
     for s in range(0, len(texts), batch):
-        heads = apply_chat(tok, list(prompts[s:s + batch]))
-        head_ids = [tok(h, add_special_tokens=False)["input_ids"] for h in heads]
-        tail_ids = [tok(t + end, add_special_tokens=False)["input_ids"] for t in texts[s:s + batch]]
-        seqs = [h + t for h, t in zip(head_ids, tail_ids)]
+        heads = head_ids[s:s + batch]
+        tails = tok([t + end for t in texts[s:s + batch]], add_special_tokens=False)["input_ids"]
+        seqs = [h + t for h, t in zip(heads, tails)]
         width = max(len(x) for x in seqs)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         ids = torch.tensor([x + [pad] * (width - len(x)) for x in seqs])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in seqs])
         with torch.no_grad():
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-        for i, (h, t) in enumerate(zip(head_ids, tail_ids)):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        for i, (h, t) in enumerate(zip(heads, tails)):
             pos = torch.arange(len(h) - 1, len(h) + len(t) - 1)  # position p predicts token p + 1
-            token = logp[i, pos].gather(-1, torch.tensor(t).unsqueeze(-1)).squeeze(-1)
-            out.append(float(token.mean()))
+            logp = torch.log_softmax(logits[i, pos].float(), dim=-1)
+            out.append(float(logp.gather(-1, torch.tensor(t).unsqueeze(-1)).mean()))
     return out
 
 
@@ -87,7 +92,8 @@ def main() -> int:
     prompts = [r["prompt"] for r in draws[0]]
     t0 = time.perf_counter()
     model, tok = load_model(args.model), load_tokenizer(args.model, padding_side="right")
-    loglik = np.array([mean_logprobs(model, tok, prompts, [text_of(r) for r in d]) for d in draws])  # [N, M]
+    heads = prompt_ids(tok, prompts)
+    loglik = np.array([mean_logprobs(model, tok, heads, [text_of(r) for r in d]) for d in draws])  # [N, M]
     # the teacher reads its own start model's states; only when that is --model is the loaded copy reused
     teacher = Teacher.load(args.teacher, loaded=(args.model, model, load_tokenizer(args.model)))
     if not same_model(args.model, str(teacher.cfg.model.name)):
@@ -108,7 +114,7 @@ def main() -> int:
                                            == np.array(summary["picks"]["loglik"]["chosen"])))
     summary["within_prompt_spearman_mean"] = float(np.nanmean(rho))
     summary["all_draws"] = {"mean_loglik": float(loglik.mean()), "mean_d_logit": float(d_logit.mean())}
-    summary["real"] = {"mean_loglik": float(np.mean(mean_logprobs(model, tok, prompts, [r["real"] for r in draws[0]])))}
+    summary["real"] = {"mean_loglik": float(np.mean(mean_logprobs(model, tok, heads, [r["real"] for r in draws[0]])))}
     summary["seconds"] = round(time.perf_counter() - t0)
     write_json(args.output / "summary.json", summary)
     print(f"{m} prompts x {n} draws: picks agree on {summary['picks_agree']:.0%}, within-prompt Spearman "
