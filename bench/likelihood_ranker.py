@@ -48,9 +48,14 @@ def prompt_ids(tok, prompts: list) -> list[list[int]]:
 
 def mean_logprobs(model, tok, head_ids: list[list[int]], texts: list[str], batch: int = 16) -> list[float]:
     """head_ids [M] (`prompt_ids`), texts [M] -> mean log-probability per token of each text and its end-of-turn
-    token, given the chat-formatted prompt, under `model` [M]. Only the text's positions go through the softmax."""
+    token, given the chat-formatted prompt, under `model` [M]. `labelled_logps` (the SFT loss's scorer) runs the
+    decoder once per batch and the LM head on the text's tokens only."""
     import torch
 
+    from llmgan.training.logprobs import labelled_logps, plain_lm_head
+
+    if not plain_lm_head(model):
+        raise SystemExit(f"{type(model).__name__}: its LM head scales or caps logits; labelled_logps does not apply")
     end = tok.eos_token or ""
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     out: list[float] = []
@@ -61,12 +66,11 @@ def mean_logprobs(model, tok, head_ids: list[list[int]], texts: list[str], batch
         width = max(len(x) for x in seqs)
         ids = torch.tensor([x + [pad] * (width - len(x)) for x in seqs])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in seqs])
+        labels = torch.tensor([[-100] * len(h) + t + [-100] * (width - len(h) - len(t)) for h, t in zip(heads, tails)])
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        for i, (h, t) in enumerate(zip(heads, tails)):
-            pos = torch.arange(len(h) - 1, len(h) + len(t) - 1)  # position p predicts token p + 1
-            logp = torch.log_softmax(logits[i, pos].float(), dim=-1)
-            out.append(float(logp.gather(-1, torch.tensor(t).unsqueeze(-1)).mean()))
+            logp, _, _ = labelled_logps(model, ids, mask, labels)  # [sum of text lengths], row-major
+        for chunk in torch.split(logp, [len(t) for t in tails]):
+            out.append(float(chunk.mean()))
     return out
 
 
