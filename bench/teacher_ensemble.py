@@ -33,7 +33,9 @@ from surface_teacher import read_draws, text_of, write_picks
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teachers", nargs="+", required=True, help="RUN/teacher folders warmed up from the same start model")
+    p.add_argument("--teachers", nargs="+", required=True,
+                   help="RUN/teacher folders; those warmed up from the first one's start model share one loaded copy "
+                        "of it, any other loads its own")
     p.add_argument("--draws", nargs="+", required=True, type=Path, help="draw files, one per draw, same prompts")
     p.add_argument("-o", "--output", required=True, type=Path, help="folder for the picks and summary.json")
     args = p.parse_args()
