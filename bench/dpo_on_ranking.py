@@ -8,9 +8,16 @@ DPOTrainer) learns from the pair instead, so what separates the two picks of one
 LoRA on the start model (the config's model.lora), the start model as DPO's reference (the adapter disabled);
 the merged result goes to OUT/generator, ready for `llmgan generate --model OUT/generator`.
 
-Example (the run in RESULTS.md; one epoch of 512 pairs, 16 a step, 15:21 on the 2-core CPU):
+With --pool RUN/warmup_pool.jsonl instead of --best/--worst it runs one round of SPIN (self-play fine-tuning,
+arXiv 2401.01335): the chosen text is the real response and the rejected one the start model's own sample for the
+same prompt, the pairs the teacher warmed up on. That objective aims at what all the model's drafts share and
+human text does not, which no ranking of the drafts can remove (RESULTS.md, twentieth session).
+
+Examples (the runs in RESULTS.md; one epoch of 512 pairs, 16 a step; the first took 15:21 on the 2-core CPU):
   python bench/dpo_on_ranking.py --config configs/twon-reply.yaml --model runs/r12-reply-cap/sft/final/generator \\
       --best out/bon/train/best-4.jsonl --worst out/bon/train/worst-4.jsonl -o runs/r23-dpo-s0 --steps 32
+  python bench/dpo_on_ranking.py --config configs/twon-post.yaml --model runs/r23-post-s0/sft/final/generator \\
+      --pool runs/r28-post-pool512-t1/warmup_pool.jsonl -o runs/r30-post-spin --steps 32
 """
 
 from __future__ import annotations
@@ -47,12 +54,28 @@ def pairs(best: Path, worst: Path) -> list[dict]:
     return rows
 
 
+def spin_pairs(pool: Path) -> list[dict]:
+    """TRL's conversational preference rows from a warm-up pool (`RUN/warmup_pool.jsonl`: prompt messages, real,
+    fake): the real response chosen over the start model's sample; a row whose two texts are equal is left out."""
+    rows = []
+    with open(pool, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["real"] == r["fake"]:
+                continue
+            rows.append({"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["real"]}],
+                         "rejected": [{"role": "assistant", "content": r["fake"]}]})
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="the run config (model.lora, train.seed)")
     p.add_argument("--model", required=True, help="the start model, also DPO's reference (e.g. RUN/sft/final/generator)")
-    p.add_argument("--best", required=True, type=Path, help="best-N.jsonl of bench/best_of_n.py --split train")
-    p.add_argument("--worst", required=True, type=Path, help="worst-N.jsonl of the same call")
+    p.add_argument("--best", type=Path, help="best-N.jsonl of bench/best_of_n.py --split train")
+    p.add_argument("--worst", type=Path, help="worst-N.jsonl of the same call")
+    p.add_argument("--pool", type=Path, help="instead of --best/--worst: RUN/warmup_pool.jsonl, for SPIN (real "
+                   "response chosen over the start model's sample)")
     p.add_argument("-o", "--output", required=True, help="output folder (OUT/generator: the merged model)")
     p.add_argument("--steps", type=int, default=32, help="optimizer steps (32 x 16 pairs = one epoch of 512)")
     p.add_argument("--batch", type=int, default=16, help="pairs per step")
@@ -67,7 +90,9 @@ def main() -> int:
     from llmgan.config import load_config
     from llmgan.models import build_policy
 
-    rows = pairs(args.best, args.worst)
+    if (args.pool is None) == (args.best is None or args.worst is None):
+        p.error("give either --best and --worst, or --pool")
+    rows = spin_pairs(args.pool) if args.pool else pairs(args.best, args.worst)
     print(f"{len(rows)} pairs")
     cfg = load_config(args.config, [f"model.name={args.model}"])
     torch.manual_seed(cfg.train.seed)
