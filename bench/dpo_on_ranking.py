@@ -90,8 +90,8 @@ def main() -> int:
     from llmgan.config import load_config
     from llmgan.models import build_policy
 
-    if (args.pool is None) == (args.best is None or args.worst is None):
-        p.error("give either --best and --worst, or --pool")
+    if (args.pool is not None and (args.best or args.worst)) or (args.pool is None and not (args.best and args.worst)):
+        p.error("give either --best and --worst, or --pool alone")
     rows = spin_pairs(args.pool) if args.pool else pairs(args.best, args.worst)
     print(f"{len(rows)} pairs")
     cfg = load_config(args.config, [f"model.name={args.model}"])
