@@ -1,0 +1,78 @@
+"""Best of n among the drafts that ended on their own: does leaving out drafts cut at the token cap help the
+teacher's ranking? (issue 14)
+
+At temperature 1.0, 16-21 % of the SFT model's post drafts run into the cap (71 tokens) and stop mid-text, where
+3 % of the real posts are that long; the teacher's whole-draft pick still stops at the cap 15 % of the time
+(RESULTS.md, twentieth session). This script ranks the same draws twice:
+- complete-first: the teacher's highest logit among the drafts shorter than the cap (re-tokenized length below
+  --cap - 1, a proxy for "ended with EOS": the draws do not record why they stopped); if every draft of a prompt is
+  at the cap, the teacher's highest overall;
+- complete-first-plain (the control, no teacher): the first such draft in draw order, else draw 0.
+Then judge, e.g.
+  llmgan evaluate --compare W/draw-0.jsonl ... W/draw-3.jsonl W.jsonl OUT/complete-first.jsonl \\
+      OUT/complete-first-plain.jsonl --pool-baseline 4 --detectors all --threads 2 -o OUT/judge
+
+Example (the run in RESULTS.md; the shipped post teacher's draws on validation):
+  python bench/complete_first.py --teacher runs/r28-post-pool512-t1/teacher --cap 71 \\
+      --draws out/r28/post-val-best4-p512.jsonl.draws/draw-{0,1,2,3}.jsonl -o out/r30/post-val-complete
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from surface_teacher import read_draws, text_of, write_picks
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="RUN/teacher (the warmed-up D)")
+    p.add_argument("--cap", type=int, required=True, help="the max_new_tokens the draws were sampled with")
+    p.add_argument("--draws", nargs="+", required=True, type=Path, help="draw files, one per draw, same prompts")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the picks and summary.json")
+    args = p.parse_args()
+
+    import torch
+
+    from llmgan.adversarial.teacher import Teacher, best_of
+    from llmgan.io import write_json
+    from llmgan.models import load_tokenizer
+
+    torch.set_num_threads(2)
+    out = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    draws = read_draws(args.draws)
+    prompts = [r["prompt"] for r in draws[0]]
+    t0 = time.perf_counter()
+    teacher = Teacher.load(args.teacher)
+    tok = load_tokenizer(str(teacher.cfg.model.name))
+    logits = torch.stack([teacher.logits(prompts, [text_of(r) for r in d]) for d in draws])  # [N, M]
+    tokens = torch.tensor([[len(tok(text_of(r), add_special_tokens=False)["input_ids"]) for r in d]
+                           for d in draws])  # [N, M]
+    complete = tokens < args.cap - 1  # [N, M]
+    any_complete = complete.any(dim=0)  # [M]
+    masked = torch.where(complete | ~any_complete[None], logits, torch.full_like(logits, float("-inf")))
+    picks = {"complete-first": best_of(masked),
+             "complete-first-plain": torch.where(any_complete, complete.float().argmax(dim=0), 0),
+             "teacher": best_of(logits)}
+    summary = {"teacher": args.teacher, "draws": [str(f) for f in args.draws], "cap": args.cap,
+               "share_at_cap_per_draw": [float(x) for x in (~complete).float().mean(dim=1)],
+               "prompts_with_every_draft_at_cap": float((~any_complete).float().mean()), "picks": {}}
+    for name, chosen in picks.items():
+        rows = write_picks(draws, chosen, out / f"{name}.jsonl")
+        summary["picks"][name] = {
+            "share_at_cap": float((~complete).gather(0, chosen[None]).float().mean()),
+            "mean_teacher_logit": float(logits.gather(0, chosen[None]).mean()),
+            "agree_with_teacher": float((chosen == picks["teacher"]).float().mean()),
+            "mean_words": sum(len(r["generated"].split()) for r in rows) / len(rows)}
+    summary["seconds"] = round(time.perf_counter() - t0)
+    write_json(out / "summary.json", summary)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
