@@ -22,17 +22,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from surface_teacher import read_draws, text_of, write_picks
+from surface_teacher import add_draw_arguments, open_draws, text_of, write_picks
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="RUN/teacher (the warmed-up D)")
     p.add_argument("--cap", type=int, required=True, help="the max_new_tokens the draws were sampled with")
-    p.add_argument("--draws", nargs="+", required=True, type=Path, help="draw files, one per draw, same prompts")
-    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the picks and summary.json")
+    add_draw_arguments(p)
     args = p.parse_args()
 
     import torch
@@ -41,11 +39,7 @@ def main() -> int:
     from llmgan.io import write_json
     from llmgan.models import load_tokenizer
 
-    torch.set_num_threads(2)
-    out = args.output
-    out.mkdir(parents=True, exist_ok=True)
-    draws = read_draws(args.draws)
-    prompts = [r["prompt"] for r in draws[0]]
+    out, draws, prompts = open_draws(args)
     t0 = time.perf_counter()
     teacher = Teacher.load(args.teacher)
     tok = load_tokenizer(str(teacher.cfg.model.name))

@@ -31,11 +31,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 # surface_teacher (beside this file: Python puts the script's folder on sys.path) also puts src/ on sys.path and
 # sets the offline environment variables, so llmgan imports below and no hub is reached.
-from surface_teacher import read_draws, text_of, write_picks
+from surface_teacher import add_draw_arguments, open_draws, text_of, write_picks
 
 
 def prompt_ids(tok, prompts: list) -> list[list[int]]:
@@ -78,22 +77,17 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="the start model that wrote the draws (RUN/sft/final/generator)")
     p.add_argument("--teacher", required=True, help="RUN/teacher warmed up from that model, for its own picks")
-    p.add_argument("--draws", nargs="+", required=True, type=Path, help="draw files, one per draw, same prompts")
-    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the picks and summary.json")
+    add_draw_arguments(p)
     args = p.parse_args()
 
     import numpy as np
-    import torch
     from scipy.stats import spearmanr
 
     from llmgan.adversarial.teacher import Teacher, same_model
     from llmgan.io import write_json
     from llmgan.models import load_model, load_tokenizer
 
-    torch.set_num_threads(2)
-    args.output.mkdir(parents=True, exist_ok=True)
-    draws = read_draws(args.draws)
-    prompts = [r["prompt"] for r in draws[0]]
+    _, draws, prompts = open_draws(args)
     t0 = time.perf_counter()
     model, tok = load_model(args.model), load_tokenizer(args.model, padding_side="right")
     heads = prompt_ids(tok, prompts)

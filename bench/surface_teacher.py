@@ -56,6 +56,22 @@ def read_draws(paths: list[Path]) -> list[list[dict]]:
     return draws
 
 
+def add_draw_arguments(p: argparse.ArgumentParser) -> None:
+    """--draws and -o/--output, as every script that ranks a set of draws takes them."""
+    p.add_argument("--draws", nargs="+", required=True, type=Path, help="draw files, one per draw, same prompts")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the picks and summary.json")
+
+
+def open_draws(args: argparse.Namespace) -> tuple[Path, list[list[dict]], list]:
+    """Two threads for torch, the output folder made, the draws read -> (output folder, draws[k][i], prompts[i])."""
+    import torch
+
+    torch.set_num_threads(2)
+    args.output.mkdir(parents=True, exist_ok=True)
+    draws = read_draws(args.draws)
+    return args.output, draws, [r["prompt"] for r in draws[0]]
+
+
 def write_picks(draws: list[list[dict]], chosen, path: Path) -> list[dict]:
     """Per prompt i the text of draw chosen[i], as `llmgan generate` rows (what `llmgan evaluate` reads)."""
     from llmgan.generator import output_rows
@@ -83,12 +99,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="RUN/teacher (the warmed-up D)")
     p.add_argument("--run", required=True, help="the run folder holding warmup_pool.jsonl and heldout.jsonl")
-    p.add_argument("--draws", nargs="+", required=True, type=Path, help="draw files, one per draw, same prompts")
-    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the picks and summary.json")
+    add_draw_arguments(p)
     args = p.parse_args()
 
     import numpy as np
-    import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -96,12 +110,9 @@ def main() -> int:
     from llmgan.adversarial.teacher import Teacher
     from llmgan.io import write_json
 
-    torch.set_num_threads(2)
-    out = args.output
-    out.mkdir(parents=True, exist_ok=True)
+    out, draws, prompts = open_draws(args)
     run = Path(args.run)
     pool, held = read_jsonl(run / "warmup_pool.jsonl"), read_jsonl(run / "heldout.jsonl")
-    draws = read_draws(args.draws)
     t0 = time.perf_counter()
     # 1. S on the warm-up pool
     s_model = surface_model()
@@ -126,7 +137,6 @@ def main() -> int:
     print(f"held-out AUROC ({len(held)} + {len(held)}): D {held_auroc['d']:.3f}, S {held_auroc['s']:.3f}, "
           f"D+S {held_auroc['d_plus_s_crossfitted']:.3f}; weights D {w[0]:.3f}, S {w[1]:.3f}", flush=True)
     # 3. every draw, and the picks
-    prompts = [r["prompt"] for r in draws[0]]
     x = np.stack([both(prompts, [text_of(r) for r in d]) for d in draws])  # [N, M, 2]
     combined = x @ w
     n, m = combined.shape

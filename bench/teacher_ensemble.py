@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from surface_teacher import read_draws, text_of, write_picks
+from surface_teacher import add_draw_arguments, open_draws, text_of, write_picks
 
 
 def main() -> int:
@@ -36,8 +36,7 @@ def main() -> int:
     p.add_argument("--teachers", nargs="+", required=True,
                    help="RUN/teacher folders; those warmed up from the first one's start model share one loaded copy "
                         "of it, any other loads its own")
-    p.add_argument("--draws", nargs="+", required=True, type=Path, help="draw files, one per draw, same prompts")
-    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the picks and summary.json")
+    add_draw_arguments(p)
     args = p.parse_args()
 
     import torch
@@ -45,11 +44,7 @@ def main() -> int:
     from llmgan.adversarial.teacher import CONFIG_FILE, Teacher, best_of, start_model
     from llmgan.io import write_json
 
-    torch.set_num_threads(2)
-    out = args.output
-    out.mkdir(parents=True, exist_ok=True)
-    draws = read_draws(args.draws)
-    prompts = [r["prompt"] for r in draws[0]]
+    out, draws, prompts = open_draws(args)
     t0 = time.perf_counter()
     logits = []  # per teacher [N, M]
     loaded = None  # the start model, loaded once for every teacher that reads it
