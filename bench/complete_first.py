@@ -44,8 +44,8 @@ def main() -> int:
     teacher = Teacher.load(args.teacher)
     tok = load_tokenizer(str(teacher.cfg.model.name))
     logits = torch.stack([teacher.logits(prompts, [text_of(r) for r in d]) for d in draws])  # [N, M]
-    tokens = torch.tensor([[len(tok(text_of(r), add_special_tokens=False)["input_ids"]) for r in d]
-                           for d in draws])  # [N, M]
+    tokens = torch.tensor([[len(ids) for ids in tok([text_of(r) for r in d], add_special_tokens=False)["input_ids"]]
+                           for d in draws])  # [N, M], one tokenizer call per draw
     complete = tokens < args.cap - 1  # [N, M]
     any_complete = complete.any(dim=0)  # [M]
     masked = torch.where(complete | ~any_complete[None], logits, torch.full_like(logits, float("-inf")))

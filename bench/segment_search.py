@@ -54,7 +54,7 @@ def search_batch(model, tok, teacher, prompts: list, texts: list[str], *, n: int
 
     kept: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
-    heads = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    heads = tok(texts, add_special_tokens=False)["input_ids"]
     segments = 0
     while not all(done):
         live = [i for i in range(len(prompts)) if not done[i]]
