@@ -280,8 +280,13 @@ def test_cli_writes_reports(tmp_path, halves, capsys):
 
     s = pd.read_csv(out / "samples.csv", keep_default_na=False)
     assert list(s.columns[:4]) == ["prompt", "real", "generated", "detector_score"]
-    assert {"score_minilm_lr", "score_ngram_lr"} <= set(s.columns)
+    assert {"score_minilm_lr", "score_ngram_lr", "real_score_minilm_lr", "real_score_ngram_lr"} <= set(s.columns)
     assert len(s) == len(prompts) and s["detector_score"].is_monotonic_decreasing
+    assert sorted(s["row"]) == list(range(len(prompts))) and (s.sort_values("row")["real"] == real).all()
+    from llmgan.evaluation.detectors import auroc
+    for name in ("minilm_lr", "ngram_lr"):  # the table alone gives back each detector's AUROC
+        got, _ = auroc(s[f"score_{name}"], s[f"real_score_{name}"])
+        assert got == pytest.approx(m[f"detector_auroc_{name}"], abs=1e-4)
     assert not list(out.glob(".*"))  # no temp files left
     assert "wrote" in capsys.readouterr().out
 

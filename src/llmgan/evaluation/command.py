@@ -39,8 +39,8 @@ floor's own reference and size; `same_size_as_floor` in metrics.json).
 
 Writes (default: <input stem>.eval/ next to the input) metrics.json (every number, self-explaining
 keys, the human floor under human_* keys), report.md, report.html (self-contained: opens offline),
-samples.csv (prompt, real, generated, each detector's out-of-fold score; most detectable first by the
-strongest detector) and plots/.
+samples.csv (prompt, real, generated, each detector's out-of-fold score of both, the input row; most
+detectable first by the strongest detector) and plots/.
 --compare A B C puts several systems side by side in one table (comparison.md/.html/.json), with each later
 system's detector AUROC minus A's (paired bootstrap over prompts). --pool-baseline N takes the first N files
 as samples of one baseline model and compares the rest to the mean of their AUROCs: one sample of a model

@@ -210,9 +210,10 @@ def _settings(seed, folds, half, chosen) -> dict[str, Any]:
 
 
 def _samples_table(prompts, real, generated, gen, rl, best, d, extra):
-    """One row per prompt, most detectable first (by the strongest detector): each detector's out-of-fold score
-    of the generated response (score_<name>), and the strongest one's scores of both (detector_score,
-    real_detector_score)."""
+    """One row per prompt, most detectable first (by the strongest detector): the strongest detector's
+    out-of-fold scores of both responses (detector_score, real_detector_score), each detector's of the generated
+    response (score_<name>) and of the real one (real_score_<name>), and the pair's row in the input (row), so
+    that a paired comparison on any subset of the rows can be recomputed from this table alone."""
     import numpy as np
     import pandas as pd
 
@@ -221,8 +222,10 @@ def _samples_table(prompts, real, generated, gen, rl, best, d, extra):
     return pd.DataFrame({
         "prompt": prompts, "real": real, "generated": generated,
         "detector_score": top["generated"], "real_detector_score": top["real"],
-        **{f"score_{k}": v["system"]["generated"] for k, v in d.items()}, **extra,
+        **{f"score_{k}": v["system"]["generated"] for k, v in d.items()},
+        **{f"real_score_{k}": v["system"]["real"] for k, v in d.items()}, **extra,
         "generated_words": gen.feature("words").astype(int), "real_words": rl.feature("words").astype(int),
+        "row": np.arange(len(prompts)),
     }).iloc[order].reset_index(drop=True)
 
 
