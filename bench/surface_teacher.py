@@ -73,12 +73,14 @@ def open_draws(args: argparse.Namespace) -> tuple[Path, list[list[dict]], list]:
 
 
 def write_picks(draws: list[list[dict]], chosen, path: Path) -> list[dict]:
-    """Per prompt i the text of draw chosen[i], as `llmgan generate` rows (what `llmgan evaluate` reads)."""
+    """Per prompt i the text of draw chosen[i], as `llmgan generate` rows (what `llmgan evaluate` reads), with the
+    draw's `cut_at_cap` where the draw files have it."""
     from llmgan.generator import output_rows
     from llmgan.io import write_rows
 
-    rows = output_rows([r["prompt"] for r in draws[0]], [r["real"] for r in draws[0]],
-                       [text_of(draws[int(chosen[i])][i]) for i in range(len(draws[0]))])
+    kept = [draws[int(chosen[i])][i] for i in range(len(draws[0]))]
+    rows = output_rows([r["prompt"] for r in draws[0]], [r["real"] for r in draws[0]], [text_of(r) for r in kept],
+                       [r.get("cut_at_cap") for r in kept])
     write_rows(rows, path)
     return rows
 

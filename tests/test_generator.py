@@ -131,6 +131,37 @@ def test_sampling_is_reproducible_with_a_seed(varied_model, tok):
     assert a == b and a != c
 
 
+def test_cut_at_cap_is_true_only_for_rows_that_reach_the_cap_without_an_end_token(varied_model, tok):
+    """return_cut: a row that writes an end token is not cut, one that fills max_new_tokens without one is."""
+    kw = dict(max_new_tokens=4, do_sample=False, progress=False)
+    texts, cut = generate_responses(varied_model, tok, [SHORT, MEDIUM], return_cut=True, **kw)
+    assert texts == generate_responses(varied_model, tok, [SHORT, MEDIUM], **kw) and cut == [True, True]
+    enc = tok(tok.apply_chat_template(SHORT, tokenize=False, add_generation_prompt=True), return_tensors="pt",
+              add_special_tokens=False)
+    first = int(varied_model.generate(**enc, max_new_tokens=1, do_sample=False, pad_token_id=tok.pad_token_id)[0, -1])
+    medium = tok(tok.apply_chat_template(MEDIUM, tokenize=False, add_generation_prompt=True), return_tensors="pt",
+                 add_special_tokens=False)
+    out = varied_model.generate(**medium, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert first not in out[0, medium["input_ids"].shape[1]:].tolist()  # else this test could not tell them apart
+    config = varied_model.generation_config
+    saved = config.eos_token_id
+    config.eos_token_id = [first, tok.eos_token_id]  # SHORT's greedy first token now ends its response
+    try:
+        _, cut = generate_responses(varied_model, tok, [SHORT, MEDIUM], return_cut=True, **kw)
+    finally:
+        config.eos_token_id = saved
+    assert cut == [False, True]
+
+
+def test_cut_summary_compares_with_the_real_responses(tok):
+    from llmgan.generator import cut_summary
+
+    reals = ["a", "word " * 40]  # 1 token, and about 40: only the second reaches a cap of 10
+    line = cut_summary([True, False, False, None], reals, tok, 10)
+    assert "cut at the cap of 10 new tokens: 33.3% of the responses; 50.0% of the real responses" in line
+    assert "unknown" in cut_summary([None], reals, tok, 10)
+
+
 def test_write_rows(tmp_path):
     rows = [{"prompt": "p, with comma", "system": "", "real": "line1\nline2", "generated": "g \"q\""}]
     assert [json.loads(l) for l in write_rows(rows, tmp_path / "a.jsonl").read_text().splitlines()] == rows
@@ -174,12 +205,15 @@ def test_generate_jsonl_one_row_per_input_in_order(demo_ds, tiny_model_dir, tmp_
     test = load_prepared(demo_ds)["test"]
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(rows) == len(test) > 0
-    assert all(list(r) == ["prompt", "system", "real", "generated"] for r in rows)
+    assert all(list(r) == ["prompt", "system", "real", "generated", "cut_at_cap"] for r in rows)
+    assert all(r["cut_at_cap"] in (True, False) for r in rows)
     assert [r["prompt"] for r in rows] == test["prompt_text"]
     assert [r["real"] for r in rows] == test["response"]
     assert {r["system"] for r in rows} == {SYS}
     assert all(isinstance(r["generated"], str) for r in rows) and any(r["generated"] for r in rows)
-    assert f"wrote {len(rows)} rows to {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"wrote {len(rows)} rows to {out}" in printed
+    assert f"cut at the cap of 4 new tokens: {sum(r['cut_at_cap'] for r in rows) / len(rows):.1%}" in printed
 
 
 def test_generate_csv_limit_offset_and_system_prompt(demo_ds, tiny_model_dir, tmp_path):
@@ -188,7 +222,7 @@ def test_generate_csv_limit_offset_and_system_prompt(demo_ds, tiny_model_dir, tm
                      "--system-prompt", "Be rude.") == 0
     df = pd.read_csv(out, keep_default_na=False)
     val = load_prepared(demo_ds)["validation"]
-    assert list(df.columns) == ["prompt", "system", "real", "generated"]
+    assert list(df.columns) == ["prompt", "system", "real", "generated", "cut_at_cap"]
     assert df["prompt"].tolist() == val["prompt_text"][2:5]
     assert df["real"].tolist() == val["response"][2:5]
     assert set(df["system"]) == {"Be rude."}
@@ -262,4 +296,7 @@ def test_kept_samples_read_back_with_line_separators_inside(tmp_path):
     reals = ["r\u2028", "s", "t"]
     path = write_samples(tmp_path / "kept.jsonl", prompts, reals, texts, {"seed": 1})
     assert read_back_samples(path, prompts, reals, {"seed": 1}) == texts
+    assert read_back_samples(path, prompts, reals, {"seed": 1}, with_cut=True) == (texts, [None] * 3)
     assert read_back_samples(path, prompts, reals, {"seed": 2}) is None
+    path = write_samples(tmp_path / "kept.jsonl", prompts, reals, texts, {"seed": 1}, cut=[True, False, True])
+    assert read_back_samples(path, prompts, reals, {"seed": 1}, with_cut=True) == (texts, [True, False, True])

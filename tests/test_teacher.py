@@ -170,6 +170,9 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
     prompts = [list(m) for m in load_prepared(demo_ds)["test"].select(range(5))["prompt"]]
     logits = torch.stack([teacher.logits(prompts, d) for d in draws])
     assert [r["generated"] for r in rows] == [draws[k][i] for i, k in enumerate(logits.argmax(0).tolist())]
+    cut = [[json.loads(x)["cut_at_cap"] for x in (tmp_path / f"best.jsonl.draws/draw-{k}.jsonl").read_text().splitlines()]
+           for k in range(3)]  # each kept pick carries its draw's cut_at_cap
+    assert [r["cut_at_cap"] for r in rows] == [cut[k][i] for i, k in enumerate(logits.argmax(0).tolist())]
     # draw k is plain sampling with seed --seed + k
     assert main(args[:-1] + ["-o", str(tmp_path / "plain.jsonl"), "--seed", "4", "--quiet"]) == 0
     assert [json.loads(x)["generated"] for x in (tmp_path / "plain.jsonl").read_text().splitlines()] == draws[1]

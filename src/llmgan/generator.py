@@ -3,7 +3,10 @@
 Formats each conversational prompt with the model's chat template, pads on the left, always passes
 the attention mask, and samples with the given temperature / top-p / max new tokens and seed. Writes
 JSONL or CSV (by the output suffix) with the columns `prompt` (the user message), `system`, `real`
-(the human response) and `generated`, ready for `llmgan evaluate`.
+(the human response), `generated` and `cut_at_cap` (true when the response reached --max-new-tokens before an end
+token, so it stops mid-text), ready for `llmgan evaluate`. The command prints the share cut at the cap beside the
+share of the real responses too long for it (in the model's tokens), as `generator/clipped_ratio` is read in
+training.
 
 --model takes a Hugging Face model id, a local folder, a LoRA adapter folder (a run's checkpoint or
 final `generator/` folder) or nothing for the embedded SmolLM2-135M-Instruct.
@@ -37,7 +40,7 @@ from llmgan.io import DATA_CAPS_FILE, Progress, check_output_path, last_user_mes
 
 __all__ = ["generate_responses", "GenerationInterrupted", "trim_incomplete_characters", "check_device",
            "trained_max_new_tokens", "read_back_samples", "write_samples", "last_user_message", "write_rows",
-           "add_arguments", "run"]
+           "cut_summary", "add_arguments", "run"]
 
 DEFAULT_MAX_NEW_TOKENS = 64  # the evaluation rows of RESULTS.md, for models that carry no cap of their own
 
@@ -60,8 +63,11 @@ def trim_incomplete_characters(text: str) -> str:
 def generate_responses(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int = 64,
                        temperature: float = 0.8, top_p: float = 0.95, do_sample: bool = True,
                        batch_size: int = 16, max_prompt_tokens: int = 512, seed: Optional[int] = 0,
-                       progress: bool = True) -> list[str]:
+                       progress: bool = True, return_cut: bool = False):
     """Sample one response per conversational prompt; returns decoded texts in the input order.
+
+    return_cut: return (texts, cut) instead, cut[i] True when row i reached `max_new_tokens` without an end token
+    (the model's `eos_token_id`s and the tokenizer's), i.e. the text was cut mid-way.
 
     Prompts are taken in windows of `4 * batch_size` (at least 64) in input order, and sorted by length
     within a window so batches pad little. Prompts longer than `max_prompt_tokens` keep their last
@@ -78,6 +84,8 @@ def generate_responses(model, tokenizer, prompts: list[list[dict]], *, max_new_t
     order = [i for w in range(0, len(texts), window)
              for i in sorted(range(w, min(w + window, len(texts))), key=lambda i: len(texts[i]))]
     out: list[Optional[str]] = [None] * len(texts)
+    cut: list[bool] = [False] * len(texts)
+    ends = end_token_ids(model, tokenizer)
     if seed is not None:
         torch.manual_seed(seed)
     device = next(model.parameters()).device
@@ -98,15 +106,39 @@ def generate_responses(model, tokenizer, prompts: list[list[dict]], *, max_new_t
                         top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
                         pad_token_id=tokenizer.pad_token_id)
                 new = gen[:, enc["input_ids"].shape[1]:]
-                for i, row in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                ended = torch.isin(new, torch.tensor(ends, device=new.device)).any(dim=1).tolist()
+                for i, row, done in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True), ended):
                     out[i] = trim_incomplete_characters(row.strip())
+                    cut[i] = new.shape[1] >= max_new_tokens and not done
                 bar.advance(task, len(idx))
     except KeyboardInterrupt as exc:
         done = next((i for i, o in enumerate(out) if o is None), len(out))
         raise GenerationInterrupted([o or "" for o in out[:done]], len(out), str(exc) or "interrupted") from None
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = side, trunc
-    return [o or "" for o in out]
+    texts = [o or "" for o in out]
+    return (texts, cut) if return_cut else texts
+
+
+def end_token_ids(model, tokenizer) -> list[int]:
+    """The ids that end a response: the model's generation config's `eos_token_id` (an id or a list) and the
+    tokenizer's end token."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return sorted(set(ids)) or [-1]
+
+
+def cut_summary(cut: list, reals: list[str], tokenizer, max_new_tokens: int) -> str:
+    """One line: the share of responses cut at the cap, beside the share of the real responses that would be
+    (their own tokens alone reach the cap, leaving no room for the end token)."""
+    known = [c for c in cut if c is not None]
+    lengths = [len(ids) for ids in tokenizer(list(reals), add_special_tokens=False)["input_ids"]]
+    human = sum(n >= max_new_tokens for n in lengths) / max(len(lengths), 1)
+    share = f"{sum(known) / len(known):.1%}" if known else "unknown (draws kept by an older llmgan)"
+    return (f"cut at the cap of {max_new_tokens} new tokens: {share} of the responses; {human:.1%} of the real "
+            "responses are that long")
 
 
 def check_device(device: str) -> None:
@@ -147,9 +179,10 @@ def trained_max_new_tokens(model: Optional[str]) -> Optional[tuple[int, Path]]:
 
 
 def read_back_samples(path: Optional[Path], prompts: list, reals: list, sampling: dict,
-                      text_key: str = "generated") -> Optional[list[str]]:
+                      text_key: str = "generated", with_cut: bool = False):
     """The texts kept in `path` (JSONL of `write_samples`) when it holds these prompts and real responses, each
-    sampled with these settings; else None (no file, unreadable, or made differently: sample again)."""
+    sampled with these settings; else None (no file, unreadable, or made differently: sample again).
+    with_cut: (texts, cut) instead, cut[i] the row's `cut_at_cap` (None where the file has none)."""
     import json
 
     if path is None or not Path(path).is_file():
@@ -161,16 +194,18 @@ def read_back_samples(path: Optional[Path], prompts: list, reals: list, sampling
         return None
     if ([r.get("prompt") for r in kept] == list(prompts) and [r.get("real") for r in kept] == list(reals)
             and all(r.get("sampling") == sampling for r in kept)):
-        return [str(r.get(text_key) or "") for r in kept]
+        texts = [str(r.get(text_key) or "") for r in kept]
+        return (texts, [r.get("cut_at_cap") for r in kept]) if with_cut else texts
     return None
 
 
 def write_samples(path: Path, prompts: list, reals: list, texts: list[str], sampling: dict,
-                  text_key: str = "generated") -> Path:
-    """Samples as JSONL (atomically): prompt, real, the text under `text_key`, and `sampling` (the model, seed and
-    settings that made them), for `read_back_samples`."""
-    return write_rows([{"prompt": p, "real": r, text_key: t, "sampling": sampling}
-                       for p, r, t in zip(prompts, reals, texts)], path)
+                  text_key: str = "generated", cut: Optional[list[bool]] = None) -> Path:
+    """Samples as JSONL (atomically): prompt, real, the text under `text_key`, `cut_at_cap` when `cut` is given,
+    and `sampling` (the model, seed and settings that made them), for `read_back_samples`."""
+    cut = [None] * len(texts) if cut is None else cut
+    return write_rows([{"prompt": p, "real": r, text_key: t, **({} if c is None else {"cut_at_cap": c}),
+                        "sampling": sampling} for p, r, t, c in zip(prompts, reals, texts, cut)], path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -201,13 +236,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def output_rows(prompts: list[list[dict]], reals, texts: list[str]) -> list[dict]:
+def output_rows(prompts: list[list[dict]], reals, texts: list[str], cut: Optional[list] = None) -> list[dict]:
     """Rows of `llmgan generate`'s output (what `llmgan evaluate` reads): per prompt its last user message as
-    `prompt`, its system message (or ""), the real response and the generated text."""
+    `prompt`, its system message (or ""), the real response and the generated text, and with `cut` whether the
+    text stopped at the token cap (`cut_at_cap`; left out where unknown)."""
+    cut = [None] * len(texts) if cut is None else cut
     return [{"prompt": last_user_message(msgs),
              "system": next((m["content"] for m in msgs if m["role"] == "system"), ""),
-             "real": real, "generated": gen}
-            for msgs, real, gen in zip(prompts, reals, texts)]
+             "real": real, "generated": gen, **({} if c is None else {"cut_at_cap": c})}
+            for msgs, real, gen, c in zip(prompts, reals, texts, cut)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -254,20 +291,23 @@ def run(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code).to(args.device)
     t0 = time.perf_counter()
+    reals = list(split["response"])
     if args.best_of > 1:
-        texts = _best_of(args, model, tok, prompts, list(split["response"]))
+        texts, cut = _best_of(args, model, tok, prompts, reals)
         dt = time.perf_counter() - t0
-        out = write_rows(output_rows(prompts, split["response"], texts), args.output)
-        print(f"wrote {len(texts)} rows to {out}, each the best of {args.best_of} under {args.teacher} ({dt:.1f} s)")
+        out = write_rows(output_rows(prompts, reals, texts, cut), args.output)
+        print(f"wrote {len(texts)} rows to {out}, each the best of {args.best_of} under {args.teacher} ({dt:.1f} s); "
+              + cut_summary(cut, reals, tok, args.max_new_tokens))
         return 0
     try:
-        texts = generate_responses(model, tok, prompts, max_new_tokens=args.max_new_tokens,
-                                   temperature=args.temperature, top_p=args.top_p, do_sample=not args.greedy,
-                                   batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+        texts, cut = generate_responses(model, tok, prompts, max_new_tokens=args.max_new_tokens,
+                                        temperature=args.temperature, top_p=args.top_p, do_sample=not args.greedy,
+                                        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
+                                        return_cut=True)
     except GenerationInterrupted as stop:
         kept = len(stop.finished)
         if kept:
-            out = write_rows(output_rows(prompts, split["response"], stop.finished), args.output)
+            out = write_rows(output_rows(prompts, reals, stop.finished), args.output)
             where = f"kept the {kept} finished rows (of {stop.total}) in {out}"
         else:
             where = f"no row was finished (of {stop.total}); nothing written"
@@ -277,16 +317,17 @@ def run(args: argparse.Namespace) -> int:
         raise GenerationInterrupted(stop.finished, stop.total, f"{stop.signal_name}: {where}; continue with "
                                     f"--offset {args.offset + kept}{limit} -o {rest} (same seed and settings)") from None
     dt = time.perf_counter() - t0
-    rows = output_rows(prompts, split["response"], texts)
+    rows = output_rows(prompts, reals, texts, cut)
     out = write_rows(rows, args.output)
-    print(f"wrote {len(rows)} rows to {out} ({dt:.1f} s, {len(rows) / dt:.2f} responses/s)")
+    print(f"wrote {len(rows)} rows to {out} ({dt:.1f} s, {len(rows) / dt:.2f} responses/s); "
+          + cut_summary(cut, reals, tok, args.max_new_tokens))
     return 0
 
 
-def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], reals: list) -> list[str]:
+def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], reals: list) -> tuple[list, list]:
     """--best-of N --teacher T: N draws (draw k seeded --seed + k, each kept in OUTPUT.draws/draw-k.jsonl and read
     back by the same command run again, so an interrupted run loses at most the draw in progress), D's logit of
-    every draw, the highest per prompt."""
+    every draw, the highest per prompt: (texts, cut), cut[i] whether the kept draw stopped at the cap."""
     import torch
 
     from llmgan.adversarial.teacher import Teacher, best_of, same_model
@@ -295,28 +336,32 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
     folder = folder.with_name(folder.name + ".draws")
     folder.mkdir(parents=True, exist_ok=True)
     texts: list[list[str]] = []
+    cuts: list[list] = []
     for k in range(args.best_of):
         sampling = {"model": str(args.model), "seed": args.seed + k, "temperature": args.temperature,
                     "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "greedy": args.greedy,
                     "batch_size": args.batch_size, "dtype": args.dtype}
         path = folder / f"draw-{k}.jsonl"
-        kept = read_back_samples(path, prompts, reals, sampling)
+        kept = read_back_samples(path, prompts, reals, sampling, with_cut=True)
         if kept is not None:
-            texts.append(kept)
+            texts.append(kept[0])
+            cuts.append(kept[1])
             print(f"draw {k + 1}/{args.best_of}: read back from {path}")
             continue
         if not args.quiet:
             print(f"draw {k + 1}/{args.best_of} (seed {args.seed + k})")
         try:
-            draw = generate_responses(model, tok, prompts, max_new_tokens=args.max_new_tokens,
-                                      temperature=args.temperature, top_p=args.top_p, do_sample=not args.greedy,
-                                      batch_size=args.batch_size, seed=args.seed + k, progress=not args.quiet)
+            draw, cut = generate_responses(model, tok, prompts, max_new_tokens=args.max_new_tokens,
+                                           temperature=args.temperature, top_p=args.top_p, do_sample=not args.greedy,
+                                           batch_size=args.batch_size, seed=args.seed + k, progress=not args.quiet,
+                                           return_cut=True)
         except GenerationInterrupted as stop:
             raise GenerationInterrupted(stop.finished, stop.total, f"{stop.signal_name} in draw {k + 1} of "
                                         f"{args.best_of}: the {k} finished draws are kept in {folder}; the same "
                                         f"command continues from them") from None
-        write_samples(path, prompts, reals, draw, sampling)
+        write_samples(path, prompts, reals, draw, sampling, cut=cut)
         texts.append(draw)
+        cuts.append(cut)
     # the teacher reads the start model's states: the generator already loaded is that model when --model is it
     teacher = Teacher.load(args.teacher, device=args.device, dtype=args.dtype, loaded=(str(args.model), model, tok))
     if not same_model(str(teacher.cfg.model.name), str(args.model)):
@@ -327,4 +372,5 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
     counts = torch.bincount(pick, minlength=args.best_of).tolist()
     print(f"teacher logit: draw 0 {logits[0].mean():.3f}, best of {args.best_of} "
           f"{logits.gather(0, pick[None]).mean():.3f}; picks per draw {counts}")
-    return [texts[k][i] for i, k in enumerate(pick.tolist())]
+    print("every draw, " + cut_summary([c for draw in cuts for c in draw], reals, tok, args.max_new_tokens))
+    return [texts[k][i] for i, k in enumerate(pick.tolist())], [cuts[k][i] for i, k in enumerate(pick.tolist())]
