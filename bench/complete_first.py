@@ -4,9 +4,9 @@ teacher's ranking? (issue 14)
 At temperature 1.0, 16-21 % of the SFT model's post drafts run into the cap (71 tokens) and stop mid-text, where
 3 % of the real posts are that long; the teacher's whole-draft pick still stops at the cap 15 % of the time
 (RESULTS.md, twentieth session). This script ranks the same draws twice:
-- complete-first: the teacher's highest logit among the drafts shorter than the cap (re-tokenized length below
-  --cap - 1, a proxy for "ended with EOS": the draws do not record why they stopped); if every draft of a prompt is
-  at the cap, the teacher's highest overall;
+- complete-first: the teacher's highest logit among the drafts not cut at the cap (each draw row's `cut_at_cap`,
+  which `llmgan generate` writes since the twenty-first session; for older draws a proxy, re-tokenized length
+  below --cap - 1); if every draft of a prompt is cut, the teacher's highest overall;
 - complete-first-plain (the control, no teacher): the first such draft in draw order, else draw 0.
 Then judge, e.g.
   llmgan evaluate --compare W/draw-0.jsonl ... W/draw-3.jsonl W.jsonl OUT/complete-first.jsonl \\
@@ -46,13 +46,17 @@ def main() -> int:
     logits = torch.stack([teacher.logits(prompts, [text_of(r) for r in d]) for d in draws])  # [N, M]
     tokens = torch.tensor([[len(ids) for ids in tok([text_of(r) for r in d], add_special_tokens=False)["input_ids"]]
                            for d in draws])  # [N, M], one tokenizer call per draw
-    complete = tokens < args.cap - 1  # [N, M]
+    proxy = tokens < args.cap - 1  # [N, M]
+    recorded = all(isinstance(r.get("cut_at_cap"), bool) for d in draws for r in d)
+    complete = torch.tensor([[not r["cut_at_cap"] for r in d] for d in draws]) if recorded else proxy
     any_complete = complete.any(dim=0)  # [M]
     masked = torch.where(complete | ~any_complete[None], logits, torch.full_like(logits, float("-inf")))
     picks = {"complete-first": best_of(masked),
              "complete-first-plain": torch.where(any_complete, complete.float().argmax(dim=0), 0),
              "teacher": best_of(logits)}
     summary = {"teacher": args.teacher, "draws": [str(f) for f in args.draws], "cap": args.cap,
+               "cut_from": "cut_at_cap" if recorded else "length proxy",
+               "proxy_agrees_with_cut_at_cap": float((proxy == complete).float().mean()) if recorded else None,
                "share_at_cap_per_draw": [float(x) for x in (~complete).float().mean(dim=1)],
                "prompts_with_every_draft_at_cap": float((~any_complete).float().mean()), "picks": {}}
     for name, chosen in picks.items():
