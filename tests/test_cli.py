@@ -197,6 +197,6 @@ def test_prepare_then_generate_end_to_end(tmp_path, tiny_model_dir):
     assert "Traceback" not in res.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == card["splits"]["test"]["rows"] > 0
-    assert all(set(r) == {"prompt", "system", "real", "generated"} for r in rows)
-    assert f"wrote {len(rows)} rows" in res.stdout
+    assert all(set(r) == {"prompt", "system", "real", "generated", "cut_at_cap"} for r in rows)
+    assert f"wrote {len(rows)} rows" in res.stdout and "cut at the cap of 8 new tokens" in res.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-reply", "out.jsonl"]
