@@ -109,7 +109,7 @@ def main() -> int:
 
     from llmgan.adversarial.teacher import Teacher
     from llmgan.data import load_prepared
-    from llmgan.generator import output_rows
+    from llmgan.generator import end_token_ids, output_rows
     from llmgan.io import write_json, write_rows
     from llmgan.models import apply_chat, load_model, load_tokenizer
 
@@ -120,8 +120,7 @@ def main() -> int:
     prompts, reals = [list(m) for m in split["prompt"]], list(split["response"])
     model, tok = load_model(args.model).eval(), load_tokenizer(args.model)
     teacher = Teacher.load(args.teacher, loaded=(args.model, model, tok))
-    eos = model.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
+    eos = set(end_token_ids(model, tok))
     texts = apply_chat(tok, prompts)
     out, segments, t0 = [], [], time.perf_counter()
     for s in range(0, len(prompts), args.batch):

@@ -154,12 +154,14 @@ def test_cut_at_cap_is_true_only_for_rows_that_reach_the_cap_without_an_end_toke
 
 
 def test_cut_summary_compares_with_the_real_responses(tok):
-    from llmgan.generator import cut_summary
+    from llmgan.generator import cut_summary, share_at_cap
 
     reals = ["a", "word " * 40]  # 1 token, and about 40: only the second reaches a cap of 10
-    line = cut_summary([True, False, False, None], reals, tok, 10)
+    human = share_at_cap(reals, tok, 10)
+    assert human == 0.5
+    line = cut_summary([True, False, False, None], human, 10)
     assert "cut at the cap of 10 new tokens: 33.3% of the responses; 50.0% of the real responses" in line
-    assert "unknown" in cut_summary([None], reals, tok, 10)
+    assert "unknown" in cut_summary([None], human, 10)
 
 
 def test_write_rows(tmp_path):

@@ -40,7 +40,7 @@ from llmgan.io import DATA_CAPS_FILE, Progress, check_output_path, last_user_mes
 
 __all__ = ["generate_responses", "GenerationInterrupted", "trim_incomplete_characters", "check_device",
            "trained_max_new_tokens", "read_back_samples", "write_samples", "last_user_message", "write_rows",
-           "cut_summary", "add_arguments", "run"]
+           "end_token_ids", "share_at_cap", "cut_summary", "add_arguments", "run"]
 
 DEFAULT_MAX_NEW_TOKENS = 64  # the evaluation rows of RESULTS.md, for models that carry no cap of their own
 
@@ -130,12 +130,17 @@ def end_token_ids(model, tokenizer) -> list[int]:
     return sorted(set(ids)) or [-1]
 
 
-def cut_summary(cut: list, reals: list[str], tokenizer, max_new_tokens: int) -> str:
-    """One line: the share of responses cut at the cap, beside the share of the real responses that would be
-    (their own tokens alone reach the cap, leaving no room for the end token)."""
-    known = [c for c in cut if c is not None]
+def share_at_cap(reals: list[str], tokenizer, max_new_tokens: int) -> float:
+    """The share of the real responses a generator capped at `max_new_tokens` could not write whole: their own
+    tokens alone reach the cap, leaving no room for the end token (one tokenizer call)."""
     lengths = [len(ids) for ids in tokenizer(list(reals), add_special_tokens=False)["input_ids"]]
-    human = sum(n >= max_new_tokens for n in lengths) / max(len(lengths), 1)
+    return sum(n >= max_new_tokens for n in lengths) / max(len(lengths), 1)
+
+
+def cut_summary(cut: list, human: float, max_new_tokens: int) -> str:
+    """One line: the share of responses cut at the cap (None entries: unknown), beside `human`, the real
+    responses' share that long (`share_at_cap`)."""
+    known = [c for c in cut if c is not None]
     share = f"{sum(known) / len(known):.1%}" if known else "unknown (draws kept by an older llmgan)"
     return (f"cut at the cap of {max_new_tokens} new tokens: {share} of the responses; {human:.1%} of the real "
             "responses are that long")
@@ -293,11 +298,13 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     reals = list(split["response"])
     if args.best_of > 1:
-        texts, cut = _best_of(args, model, tok, prompts, reals)
+        texts, cut, draw_cut = _best_of(args, model, tok, prompts, reals)
         dt = time.perf_counter() - t0
         out = write_rows(output_rows(prompts, reals, texts, cut), args.output)
+        human = share_at_cap(reals, tok, args.max_new_tokens)
+        print("every draw, " + cut_summary(draw_cut, human, args.max_new_tokens))
         print(f"wrote {len(texts)} rows to {out}, each the best of {args.best_of} under {args.teacher} ({dt:.1f} s); "
-              + cut_summary(cut, reals, tok, args.max_new_tokens))
+              + cut_summary(cut, human, args.max_new_tokens))
         return 0
     try:
         texts, cut = generate_responses(model, tok, prompts, max_new_tokens=args.max_new_tokens,
@@ -320,14 +327,15 @@ def run(args: argparse.Namespace) -> int:
     rows = output_rows(prompts, reals, texts, cut)
     out = write_rows(rows, args.output)
     print(f"wrote {len(rows)} rows to {out} ({dt:.1f} s, {len(rows) / dt:.2f} responses/s); "
-          + cut_summary(cut, reals, tok, args.max_new_tokens))
+          + cut_summary(cut, share_at_cap(reals, tok, args.max_new_tokens), args.max_new_tokens))
     return 0
 
 
-def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], reals: list) -> tuple[list, list]:
+def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], reals: list) -> tuple[list, list, list]:
     """--best-of N --teacher T: N draws (draw k seeded --seed + k, each kept in OUTPUT.draws/draw-k.jsonl and read
     back by the same command run again, so an interrupted run loses at most the draw in progress), D's logit of
-    every draw, the highest per prompt: (texts, cut), cut[i] whether the kept draw stopped at the cap."""
+    every draw, the highest per prompt: (texts, cut, every draw's cut flags), cut[i] whether the kept draw stopped
+    at the cap."""
     import torch
 
     from llmgan.adversarial.teacher import Teacher, best_of, same_model
@@ -372,5 +380,6 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
     counts = torch.bincount(pick, minlength=args.best_of).tolist()
     print(f"teacher logit: draw 0 {logits[0].mean():.3f}, best of {args.best_of} "
           f"{logits.gather(0, pick[None]).mean():.3f}; picks per draw {counts}")
-    print("every draw, " + cut_summary([c for draw in cuts for c in draw], reals, tok, args.max_new_tokens))
-    return [texts[k][i] for i, k in enumerate(pick.tolist())], [cuts[k][i] for i, k in enumerate(pick.tolist())]
+    kept = pick.tolist()
+    return ([texts[k][i] for i, k in enumerate(kept)], [cuts[k][i] for i, k in enumerate(kept)],
+            [c for draw in cuts for c in draw])
