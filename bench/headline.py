@@ -61,7 +61,7 @@ def main() -> int:
     p.add_argument("--draw-seed", type=int, default=1100, help="draw k is seeded this + k (default 1100)")
     p.add_argument("--no-base", action="store_true", help="leave out the base model (stage 6)")
     p.add_argument("--limit", type=int, default=None, help="only the first N test rows (a smoke run)")
-    p.add_argument("--device", default="cpu", help="torch device for sampling and ranking (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device for sampling, stages 3 and 6 (default cpu)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for stages 1 and 2")
     args = p.parse_args()
 
