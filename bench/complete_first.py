@@ -19,36 +19,25 @@ Example (the run in RESULTS.md; the shipped post teacher's draws on validation):
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from surface_teacher import add_draw_arguments, open_draws, text_of, write_picks
+from surface_teacher import cut_flags, open_draws_with_teacher, text_of, write_picks
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True, help="RUN/teacher (the warmed-up D)")
-    p.add_argument("--cap", type=int, required=True, help="the max_new_tokens the draws were sampled with")
-    add_draw_arguments(p)
-    args = p.parse_args()
+    t0 = time.perf_counter()
+    args, out, draws, prompts, teacher, tok = open_draws_with_teacher(__doc__)
 
     import torch
 
-    from llmgan.adversarial.teacher import Teacher, best_of
+    from llmgan.adversarial.teacher import best_of
     from llmgan.io import write_json
-    from llmgan.models import load_tokenizer
 
-    out, draws, prompts = open_draws(args)
-    t0 = time.perf_counter()
-    teacher = Teacher.load(args.teacher)
-    tok = load_tokenizer(str(teacher.cfg.model.name))
     logits = torch.stack([teacher.logits(prompts, [text_of(r) for r in d]) for d in draws])  # [N, M]
-    tokens = torch.tensor([[len(ids) for ids in tok([text_of(r) for r in d], add_special_tokens=False)["input_ids"]]
-                           for d in draws])  # [N, M], one tokenizer call per draw
-    proxy = tokens < args.cap - 1  # [N, M]
-    recorded = all(isinstance(r.get("cut_at_cap"), bool) for d in draws for r in d)
-    complete = torch.tensor([[not r["cut_at_cap"] for r in d] for d in draws]) if recorded else proxy
+    flags, proxy_cut, recorded = cut_flags(draws, tok, args.cap)
+    proxy = ~torch.tensor(proxy_cut)  # [N, M], complete by the length proxy
+    complete = ~torch.tensor(flags)  # [N, M]
     any_complete = complete.any(dim=0)  # [M]
     masked = torch.where(complete | ~any_complete[None], logits, torch.full_like(logits, float("-inf")))
     picks = {"complete-first": best_of(masked),

@@ -72,6 +72,33 @@ def open_draws(args: argparse.Namespace) -> tuple[Path, list[list[dict]], list]:
     return args.output, draws, [r["prompt"] for r in draws[0]]
 
 
+def open_draws_with_teacher(doc: str):
+    """The start of the scripts that rank draws with their cut-at-cap flags (complete_first.py, trim_cut.py): parse
+    --teacher, --cap, --draws and -o (help: `doc`), read the draws, load the teacher and its start model's tokenizer
+    -> (args, output folder, draws[k][i], prompts[i], teacher, tokenizer)."""
+    from llmgan.adversarial.teacher import Teacher
+    from llmgan.models import load_tokenizer
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="RUN/teacher (the warmed-up D)")
+    p.add_argument("--cap", type=int, required=True, help="the max_new_tokens the draws were sampled with")
+    add_draw_arguments(p)
+    args = p.parse_args()
+    out, draws, prompts = open_draws(args)
+    teacher = Teacher.load(args.teacher)
+    return args, out, draws, prompts, teacher, load_tokenizer(str(teacher.cfg.model.name))
+
+
+def cut_flags(draws: list[list[dict]], tok, cap: int) -> tuple[list[list[bool]], list[list[bool]], bool]:
+    """Whether each draft stopped at the token cap: (flags[k][i], proxy[k][i], recorded). flags are the rows'
+    `cut_at_cap` when every row records it (`llmgan generate` since the twenty-first session), else the proxy:
+    the draft re-tokenized by `tok` is at least cap - 1 tokens long (one tokenizer call per draw)."""
+    proxy = [[len(ids) >= cap - 1 for ids in tok([text_of(r) for r in d], add_special_tokens=False)["input_ids"]]
+             for d in draws]
+    recorded = all(isinstance(r.get("cut_at_cap"), bool) for d in draws for r in d)
+    return ([[r["cut_at_cap"] for r in d] for d in draws] if recorded else proxy), proxy, recorded
+
+
 def write_picks(draws: list[list[dict]], chosen, path: Path) -> list[dict]:
     """Per prompt i the text of draw chosen[i], as `llmgan generate` rows (what `llmgan evaluate` reads), with the
     draw's `cut_at_cap` where the draw files have it."""

@@ -25,12 +25,11 @@ Example (the shipped post teacher's draws on validation):
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
 
-from surface_teacher import add_draw_arguments, open_draws, text_of, write_picks
+from surface_teacher import cut_flags, open_draws_with_teacher, text_of, write_picks
 
 # the end of a sentence: terminal punctuation with any closing quotes/brackets, before whitespace or the end
 SENTENCE_END = re.compile(r"[.!?…][\"”’')\]]*(?=\s|$)")
@@ -49,28 +48,15 @@ def trim_to_sentence(text: str, min_share: float = 0.5) -> str | None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True, help="RUN/teacher (the warmed-up D)")
-    p.add_argument("--cap", type=int, required=True, help="the max_new_tokens the draws were sampled with")
-    add_draw_arguments(p)
-    args = p.parse_args()
+    t0 = time.perf_counter()
+    args, out, draws, prompts, teacher, tok = open_draws_with_teacher(__doc__)
 
     import torch
 
-    from llmgan.adversarial.teacher import Teacher, best_of
+    from llmgan.adversarial.teacher import best_of
     from llmgan.io import write_json
-    from llmgan.models import load_tokenizer
 
-    out, draws, prompts = open_draws(args)
-    t0 = time.perf_counter()
-    teacher = Teacher.load(args.teacher)
-    tok = load_tokenizer(str(teacher.cfg.model.name))
-    recorded = all(isinstance(r.get("cut_at_cap"), bool) for d in draws for r in d)
-    if recorded:
-        cut = [[r["cut_at_cap"] for r in d] for d in draws]
-    else:  # one tokenizer call per draw
-        cut = [[len(ids) >= args.cap - 1 for ids in tok([text_of(r) for r in d], add_special_tokens=False)["input_ids"]]
-               for d in draws]
+    cut, _, recorded = cut_flags(draws, tok, args.cap)
     trimmed, still_cut = [], []  # per draw: rows with the trimmed text; whether the text still ends mid-text
     for d, c in zip(draws, cut):
         rows, flags = [], []
