@@ -113,13 +113,14 @@ def main() -> int:
     again = []
     if (work / "sft").is_dir() and any((work / "sft").iterdir()) and not sft.exists():
         again = ["--resume"] if any((work / "sft").glob("checkpoint-*")) else ["--overwrite"]
-    stage("sft", llmgan + ["sft", "--config", args.config, f"train.output_dir={work / 'sft'}", *again] + sets, sft)
+    # (flags before the key=value overrides: argparse takes the overrides as one run of positionals)
+    stage("sft", llmgan + ["sft", "--config", args.config, *again, f"train.output_dir={work / 'sft'}"] + sets, sft)
     # 2. teachers (an interrupted warm-up starts again: it keeps no checkpoint)
     teachers = [work / f"teacher-{s}" / "teacher" for s in args.seeds]
     for s, t in zip(args.seeds, teachers):
         run = work / f"teacher-{s}"
         again = ["--overwrite"] if run.is_dir() and any(run.iterdir()) and not (t / "teacher.json").exists() else []
-        stage(f"teacher-{s}", llmgan + ["train", "--config", args.config, f"model.name={sft}", *again,
+        stage(f"teacher-{s}", llmgan + ["train", "--config", args.config, *again, f"model.name={sft}",
                                         "train.sft_warm_start=false", f"train.seed={s}", "train.steps=1",
                                         "selection.enabled=false", f"train.output_dir={run}"] + sets,
               t / "teacher.json")
