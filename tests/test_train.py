@@ -71,6 +71,17 @@ def test_resume_gives_the_same_next_step_metrics(tiny_model_dir, demo_data, tmp_
         for key in ("discriminator/loss", "discriminator/accuracy", "generator/reward_mean", "generator/kl",
                     "generator/completion_length"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    # killed after checkpoint-4, the last step, before final/: the resume trains no step 5, and final/ holds
+    # checkpoint-4's generator and discriminator
+    done = tmp_path / "done"
+    shutil.copytree(full, done, ignore=shutil.ignore_patterns("final", "tensorboard"))
+    train(tiny_cfg(tiny_model_dir, demo_data, done, "train.steps=4", "train.save_every=2", "train.keep_checkpoints=2"),
+          resume=True, progress=False)
+    assert [p.name for p in checkpoints(done)] == ["checkpoint-2", "checkpoint-4"]
+    assert [r["step"] for r in read_metrics(done)] == [1, 2, 3, 4]
+    for part, name in (("generator", "adapter_model.safetensors"), ("discriminator", "discriminator.safetensors")):
+        a, b = load_file(full / "final" / part / name), load_file(done / "final" / part / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
 
 
 def test_train_cli_end_to_end(tiny_model_dir, demo_data, tmp_path):
@@ -372,6 +383,19 @@ def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):
     a = load_file(full / "final" / "generator" / "adapter_model.safetensors")
     b = load_file(resumed / "final" / "generator" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # killed after its last checkpoint, before final/: the resume trains nothing more and final/ holds that
+    # checkpoint's weights. 3 steps, so that the last one falls inside an epoch (the tiny data makes 4 steps one
+    # epoch): transformers alone would train a step 4 there and write checkpoint-4
+    short = ("train.sft_steps=3", "train.save_every=3", "train.sft_lr=5e-3")
+    three = sft(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "three", *short), progress=False)
+    done = tmp_path / "done"
+    shutil.copytree(three, done, ignore=shutil.ignore_patterns("final", "plots"))
+    sft(tiny_cfg(tiny_model_dir, demo_data, done, *short), progress=False, resume=True)
+    assert [p.name for p in checkpoints(done)] == ["checkpoint-3"]
+    assert [r["step"] for r in read_metrics(done) if "sft/loss" in r] == [1, 2, 3]
+    a = load_file(three / "final" / "generator" / "adapter_model.safetensors")
+    c = load_file(done / "final" / "generator" / "adapter_model.safetensors")
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_an_interrupted_warm_start_keeps_its_sft_checkpoints(tmp_path):

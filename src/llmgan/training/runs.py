@@ -176,13 +176,42 @@ class AtomicCheckpoints:
     """Mixin for a transformers Trainer (`class T(AtomicCheckpoints, SFTTrainer)`): each checkpoint is written
     under RUN/.staging/, completed with `_save_extra(folder)` and a COMPLETE marker, renamed into place, and
     the older ones beyond `keep_checkpoints` are removed. A run killed at any moment keeps only complete
-    checkpoints; a write error names the folder and says the previous checkpoint is intact."""
+    checkpoints; a write error names the folder and says the previous checkpoint is intact. A run resumed from
+    the checkpoint of its last step trains nothing more (`train`)."""
 
     keep_checkpoints: int = 2
     _staging: Optional[str] = None
 
     def _save_extra(self, folder: Path) -> None:
         """What this trainer adds to a checkpoint besides the transformers state (nothing by default)."""
+
+    def _load_extra(self, folder: Path) -> None:
+        """Read back what `_save_extra` wrote (nothing by default)."""
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self._load_extra(Path(checkpoint))
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """transformers' loop compares global_step with max_steps only after a step, so a run resumed from the
+        checkpoint of its last step (killed while saving its final model) would train one step more and write
+        checkpoint-{max_steps + 1}. Such a run is finished: its weights, `_load_extra`'s state and the trainer
+        state are read from the checkpoint instead, and nothing trains. Under DeepSpeed or FSDP, whose weights
+        load only inside the loop, transformers' own path runs (and trains that one step)."""
+        from transformers.trainer_utils import TrainOutput
+
+        ckpt = Path(resume_from_checkpoint) if resume_from_checkpoint else None
+        if (ckpt is None or self.args.max_steps <= 0 or checkpoint_step(ckpt) < self.args.max_steps
+                or getattr(self, "is_deepspeed_enabled", False) or getattr(self, "is_fsdp_enabled", False)):
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        from transformers import TrainerState
+        from transformers.trainer import TRAINER_STATE_NAME
+
+        self._load_from_checkpoint(str(ckpt))
+        self._load_extra(ckpt)
+        self.state = TrainerState.load_from_json(str(ckpt / TRAINER_STATE_NAME))
+        return TrainOutput(self.state.global_step, 0.0, {})
 
     def _get_output_dir(self, trial):
         return self._staging if self._staging is not None else super()._get_output_dir(trial)

@@ -304,23 +304,22 @@ class AdversarialGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             logs["faults/skipped_steps"] = float(self.fault_log.skipped)
         super().log(logs, start_time)
 
-    # checkpoints: AtomicCheckpoints writes them under .staging/; the discriminator and the fault counters go in too
+    # checkpoints: AtomicCheckpoints writes them under .staging/; the discriminator and the fault counters go in too,
+    # and come back on a resume (AtomicCheckpoints calls _load_extra)
     def _save_extra(self, folder: Path) -> None:
         if self.discriminator is not None:
             self.discriminator.save(folder / "discriminator")
         (folder / LLMGAN_STATE_FILE).write_text(json.dumps(self.fault_log.state_dict()))
 
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None:
-            d = Path(checkpoint) / "discriminator"
-            if self.discriminator is not None:
-                if not d.is_dir():
-                    raise LlmganError(f"checkpoint {checkpoint} has no discriminator state")
-                self.discriminator.load(d)
-            state_file = Path(checkpoint) / LLMGAN_STATE_FILE
-            if state_file.is_file():
-                self.fault_log.load_state_dict(json.loads(state_file.read_text()))
+    def _load_extra(self, folder: Path) -> None:
+        d = folder / "discriminator"
+        if self.discriminator is not None:
+            if not d.is_dir():
+                raise LlmganError(f"checkpoint {folder} has no discriminator state")
+            self.discriminator.load(d)
+        state_file = folder / LLMGAN_STATE_FILE
+        if state_file.is_file():
+            self.fault_log.load_state_dict(json.loads(state_file.read_text()))
 
 
 PROGRESS_NOTE = (("discriminator/accuracy", "D acc", "{:.2f}"), ("generator/reward_mean", "reward", "{:.3f}"),
