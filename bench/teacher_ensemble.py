@@ -46,7 +46,7 @@ def main() -> int:
 
     out, draws, prompts = open_draws(args)
     t0 = time.perf_counter()
-    logits = []  # per teacher [N, M]
+    teachers = []
     loaded = None  # the start model, loaded once for every teacher that reads it
     for folder in args.teachers:
         if loaded is None:
@@ -55,10 +55,14 @@ def main() -> int:
 
             name = start_model(Path(folder), load_config(Path(folder) / CONFIG_FILE))
             loaded = (name, load_model(name), load_tokenizer(name))
-        teacher = Teacher.load(folder, loaded=loaded)
-        logits.append(torch.stack([teacher.logits(prompts, [text_of(r) for r in d]) for d in draws]))
-        print(f"{folder}: scored {len(draws)} x {len(prompts)} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    stacked = torch.stack(logits)  # [T, N, M]
+        teachers.append(Teacher.load(folder, loaded=loaded))
+    # teachers on the shared start model read the same hidden states: each draw is encoded once for all of them
+    logits = []  # per draw [T, M]
+    for k, d in enumerate(draws):
+        logits.append(Teacher.logits_of(teachers, prompts, [text_of(r) for r in d]))
+        print(f"draw {k}: scored {len(prompts)} by {len(teachers)} teachers ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+    stacked = torch.stack(logits, dim=1)  # [T, N, M]
     n, m = stacked.shape[1], stacked.shape[2]
     picks = {f"t{j}": best_of(stacked[j]) for j in range(len(args.teachers))}
     picks["mean"] = best_of(stacked.mean(dim=0))

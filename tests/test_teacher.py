@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import DEMO_FILE
-from llmgan.adversarial.teacher import Teacher, best_of, check_teacher, save_teacher, score_completions
+from llmgan.adversarial.teacher import (Teacher, best_of, check_teacher, save_teacher, score_completions,
+                                       score_with_many)
 from llmgan.cli import main
 from llmgan.config import load_config
 from llmgan.data import PrepareOptions, load_prepared, prepare
@@ -79,6 +80,42 @@ def test_d_scores_completions_alone_as_in_training(trained):
     assert alone.shape == (4,) and torch.allclose(alone, in_batch.cpu(), atol=1e-5)
     reals = score_completions(disc, prompts, REALS)
     assert (reals > alone).all()  # 15 updates on four pairs: D ranks each real above its fake
+
+
+def test_discriminators_on_one_encoder_encode_each_text_once(trained):
+    """score_with_many: discriminators whose encoders agree (the same model, tokenizer, layer, caps) share one
+    encode per chunk, and each gives the logits it gives alone; one on another layer encodes on its own."""
+    from llmgan.adversarial.features import HiddenStateEncoder
+    from llmgan.adversarial.reward import DiscriminatorReward
+
+    disc, _ = trained
+    cfg = tiny_teacher_cfg(Path("unused"))
+    model, tok = disc.encoder.model, disc.encoder.tokenizer
+
+    def other_d(layer: int, seed: int):
+        cfg.discriminator.hidden_layer = layer
+        enc = HiddenStateEncoder.from_settings(cfg.discriminator, policy=model, tokenizer=tok, reference_model=model,
+                                               max_prompt_tokens=cfg.data.max_prompt_tokens)
+        return DiscriminatorReward(cfg.discriminator, cfg.reward, enc, seed=seed)
+
+    same, other = other_d(-1, 1), other_d(1, 2)
+    prompts = [conv(p) for p in POSTS]
+    texts = FAKES[:2] + REALS[2:]
+    alone = torch.stack([score_completions(d, prompts, texts) for d in (disc, same, other)])
+    assert (alone[0] - alone[1]).abs().max() > 1e-3  # two different discriminators, not one read twice
+    calls = {}
+    for name, d in (("disc", disc), ("same", same), ("other", other)):
+        def counted(*a, _encode=d.encoder.encode, _name=name, **kw):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _encode(*a, **kw)
+        d.encoder.encode = counted
+    try:
+        together = score_with_many([disc, same, other], prompts, texts, chunk=2)
+    finally:
+        for d in (disc, same, other):
+            del d.encoder.encode
+    assert together.shape == (3, 4) and torch.allclose(together, alone, atol=1e-6)
+    assert calls == {"disc": 2, "other": 2}  # 2 chunks each; `same` read disc's states
 
 
 def test_teacher_round_trip(trained, tiny_model_dir):

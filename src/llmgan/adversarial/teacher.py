@@ -146,24 +146,51 @@ class Teacher:
         """prompts [M] (conversations), completions [M] -> D's logits [M] (higher = more human)."""
         return score_completions(self.discriminator, prompts, completions)
 
+    @staticmethod
+    def logits_of(teachers: Sequence["Teacher"], prompts: Sequence[Any], completions: Sequence[Any]) -> torch.Tensor:
+        """Several teachers on the same texts -> logits [T, M]; teachers loaded on one start model (`load`'s
+        `loaded`) encode each text once between them (`score_with_many`)."""
+        return score_with_many([t.discriminator for t in teachers], prompts, completions)
+
 
 def score_completions(discriminator: Any, prompts: Sequence[Any], completions: Sequence[Any],
                       chunk: int = 32) -> torch.Tensor:
     """A DiscriminatorTrainer in eval mode on completions alone, no real replies needed: prompts [M], completions
     [M] -> logits [M] (higher = more human), the fake logits its `score` gives the same texts in a training batch
     (each row is read on its own, under its mask), `chunk` completions per encode. Not counted as a scored batch."""
+    return score_with_many([discriminator], prompts, completions, chunk)[0]
+
+
+def encoder_key(encoder: Any) -> tuple:
+    """What an encoder's output depends on: discriminators whose encoders agree on all of it read the same
+    states (the same model object and tokenizer, layer, prompt conditioning, token caps, adapters on or off)."""
+    return (type(encoder), id(encoder.model), id(encoder.tokenizer), getattr(encoder, "layer", None),
+            encoder.condition_on_prompt, encoder.max_response_tokens, encoder.max_prompt_tokens,
+            getattr(encoder, "disable_adapters", False))
+
+
+def score_with_many(discriminators: Sequence[Any], prompts: Sequence[Any], completions: Sequence[Any],
+                    chunk: int = 32) -> torch.Tensor:
+    """`score_completions` for several discriminators: prompts [M], completions [M] -> logits [D, M]. Those whose
+    encoders share a key (`encoder_key`: e.g. teachers warmed up from one start model, loaded once) encode each
+    chunk once and each reads the same states, so D teachers cost about one encoder pass, not D."""
     from llmgan.adversarial.features import as_text
 
-    d = discriminator
-    cond = d.encoder.condition_on_prompt
-    d.model.eval()
-    out = []
+    groups: dict[tuple, list[int]] = {}
+    for j, d in enumerate(discriminators):
+        groups.setdefault(encoder_key(d.encoder), []).append(j)
+        d.model.eval()
+    out: list[list[torch.Tensor]] = [[] for _ in discriminators]
     with torch.no_grad():
         for s in range(0, len(completions), chunk):
-            h, m = d.encoder.encode(list(prompts[s:s + chunk]) if cond else None,
-                                    [as_text(c) for c in completions[s:s + chunk]])
-            out.append(d.model(h.to(d.device), m.to(d.device)).float().reshape(-1).cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+            texts = [as_text(c) for c in completions[s:s + chunk]]
+            for members in groups.values():
+                enc = discriminators[members[0]].encoder
+                h, m = enc.encode(list(prompts[s:s + chunk]) if enc.condition_on_prompt else None, texts)
+                for j in members:
+                    d = discriminators[j]
+                    out[j].append(d.model(h.to(d.device), m.to(d.device)).float().reshape(-1).cpu())
+    return torch.stack([torch.cat(o) if o else torch.zeros(0) for o in out])
 
 
 def best_of(logits: torch.Tensor) -> torch.Tensor:
