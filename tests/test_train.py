@@ -384,8 +384,8 @@ def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):
     b = load_file(resumed / "final" / "generator" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     # killed after its last checkpoint, before final/: the resume trains nothing more and final/ holds that
-    # checkpoint's weights. 3 steps, so that the last one falls inside an epoch (the tiny data makes 4 steps one
-    # epoch): transformers alone would train a step 4 there and write checkpoint-4
+    # checkpoint's weights. 3 steps, so that the last one falls inside an epoch (here 4 steps are one epoch: the
+    # run above ends at epoch 1.0 in trainer_state.json): transformers alone would train a step 4 and write checkpoint-4
     short = ("train.sft_steps=3", "train.save_every=3", "train.sft_lr=5e-3")
     three = sft(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "three", *short), progress=False)
     done = tmp_path / "done"

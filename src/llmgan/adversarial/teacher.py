@@ -166,7 +166,8 @@ def encoder_key(encoder: Any) -> tuple:
     states (the same model object and tokenizer, layer, prompt conditioning, token caps, adapters on or off)."""
     return (type(encoder), id(encoder.model), id(encoder.tokenizer), getattr(encoder, "layer", None),
             encoder.condition_on_prompt, encoder.max_response_tokens, encoder.max_prompt_tokens,
-            getattr(encoder, "disable_adapters", False))
+            getattr(encoder, "disable_adapters", False), getattr(encoder, "anchor_id", None),
+            getattr(encoder, "pad_id", None))
 
 
 def score_with_many(discriminators: Sequence[Any], prompts: Sequence[Any], completions: Sequence[Any],
@@ -178,7 +179,7 @@ def score_with_many(discriminators: Sequence[Any], prompts: Sequence[Any], compl
 
     groups: dict[tuple, list[int]] = {}
     for j, d in enumerate(discriminators):
-        groups.setdefault(encoder_key(d.encoder), []).append(j)
+        groups.setdefault(encoder_key(d.encoder) if len(discriminators) > 1 else (), []).append(j)
         d.model.eval()
     out: list[list[torch.Tensor]] = [[] for _ in discriminators]
     with torch.no_grad():

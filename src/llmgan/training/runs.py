@@ -197,21 +197,28 @@ class AtomicCheckpoints:
         """transformers' loop compares global_step with max_steps only after a step, so a run resumed from the
         checkpoint of its last step (killed while saving its final model) would train one step more and write
         checkpoint-{max_steps + 1}. Such a run is finished: its weights, `_load_extra`'s state and the trainer
-        state are read from the checkpoint instead, and nothing trains. Under DeepSpeed or FSDP, whose weights
-        load only inside the loop, transformers' own path runs (and trains that one step)."""
-        from transformers.trainer_utils import TrainOutput
-
-        ckpt = Path(resume_from_checkpoint) if resume_from_checkpoint else None
-        if (ckpt is None or self.args.max_steps <= 0 or checkpoint_step(ckpt) < self.args.max_steps
+        state are read from the checkpoint instead, and nothing trains (a checkpoint past max_steps, resumed with
+        fewer steps, is said so). Under DeepSpeed or FSDP, whose weights load only inside the loop, and for
+        anything but a checkpoint folder, transformers' own path runs."""
+        ckpt = Path(resume_from_checkpoint) if isinstance(resume_from_checkpoint, (str, os.PathLike)) else None
+        state_file = ckpt / "trainer_state.json" if ckpt is not None else None
+        if (state_file is None or not state_file.is_file() or self.args.max_steps <= 0
                 or getattr(self, "is_deepspeed_enabled", False) or getattr(self, "is_fsdp_enabled", False)):
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-        from transformers import TrainerState
-        from transformers.trainer import TRAINER_STATE_NAME
+        from transformers import PreTrainedTokenizerBase, TrainerState
+        from transformers.trainer_utils import TrainOutput, align_special_tokens
 
+        state = TrainerState.load_from_json(str(state_file))
+        if state.global_step < self.args.max_steps:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        if state.global_step > self.args.max_steps and self.args.should_save:
+            print(f"{ckpt.name} is past the {self.args.max_steps} steps asked for: its weights are the final model")
+        if isinstance(self.processing_class, PreTrainedTokenizerBase) and hasattr(self.model, "config"):
+            align_special_tokens(self.model, self.processing_class)  # as transformers' train() does first
         self._load_from_checkpoint(str(ckpt))
         self._load_extra(ckpt)
-        self.state = TrainerState.load_from_json(str(ckpt / TRAINER_STATE_NAME))
-        return TrainOutput(self.state.global_step, 0.0, {})
+        self.state = state
+        return TrainOutput(state.global_step, 0.0, {})
 
     def _get_output_dir(self, trial):
         return self._staging if self._staging is not None else super()._get_output_dir(trial)
