@@ -34,8 +34,9 @@ only the first rows of the test split (a smoke run, not the headline).
 Examples (prepare the data first, as each config's header says):
   python bench/headline.py --config configs/twon-reply.yaml --work runs/headline-reply
   python bench/headline.py --config configs/twon-post.yaml --work runs/headline-post
-Time on the 2-core CPU (BENCHMARKS.md, "The reply headline in one command"): replies 1:08:29; posts about 2 h 10 min
-from their stages timed one by one (the post test split has 745 rows, and sampling and the judge grow with them). One GPU: add `--device cuda`, which
+Time on the 2-core CPU (BENCHMARKS.md, "The reply headline in one command" and "The post headline in one command"):
+replies 1:08:29; posts about 2 h 5 min from their stages timed alone (the post test split has 745 rows, and sampling
+and the judge grow with them). One GPU: add `--device cuda`, which
 stages 3 and 6 pass to `llmgan generate`; stages 1 and 2 take `--set model.dtype=bfloat16`.
 """
 
