@@ -101,7 +101,8 @@ class DiscriminatorSettings:
     label_smoothing: float = _help("BCE label smoothing (real target 1-s, fake target s)", 0.0)
     lr: float = _help("discriminator learning rate (AdamW)", 1e-4)
     weight_decay: float = _help("discriminator AdamW weight decay", 0.01)
-    steps_per_generator_step: int = _help("k discriminator updates per generator update", 2)
+    steps_per_generator_step: int = _help("k discriminator updates per generator update (0 = D held fixed in the "
+                                           "game; the warm-up then makes 1 update a step, not 0)", 2)
     warmup_steps: int = _help("discriminator-only steps before the generator moves", 10)
     replay_size: int = _help("synthetic samples kept in the replay buffer (0 = off)", 64)
     replay_fraction: float = _help("share of each discriminator batch's fakes drawn from the replay buffer", 0.5)
