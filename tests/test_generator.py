@@ -302,3 +302,63 @@ def test_kept_samples_read_back_with_line_separators_inside(tmp_path):
     assert read_back_samples(path, prompts, reals, {"seed": 2}) is None
     path = write_samples(tmp_path / "kept.jsonl", prompts, reals, texts, {"seed": 1}, cut=[True, False, True])
     assert read_back_samples(path, prompts, reals, {"seed": 1}, with_cut=True) == (texts, [True, False, True])
+
+
+# ---------------------------------------------------------------------------------------------
+# --end-ramp: the end token's log-odds raised near the cap
+
+
+def test_end_ramp_bias_hand_computed():
+    from llmgan.generator import end_ramp_bias
+
+    # a ramp from new token 54 to a cap of 71 new tokens: 17 steps of 8/17
+    assert end_ramp_bias(0, 54, 71) == 0.0 and end_ramp_bias(53, 54, 71) == 0.0
+    assert end_ramp_bias(54, 54, 71) == pytest.approx(8 / 17)
+    assert end_ramp_bias(60, 54, 71) == pytest.approx(8 * 7 / 17)
+    assert end_ramp_bias(70, 54, 71) == pytest.approx(8.0)  # the last allowed token
+    assert end_ramp_bias(3, 2, 4, bias=2.0) == pytest.approx(2.0) and end_ramp_bias(2, 2, 4, bias=2.0) == 1.0
+    assert end_ramp_bias(10, 5, 5) == 0.0  # no room for a ramp
+
+
+def test_end_ramp_processor_raises_only_the_end_tokens_and_only_in_the_ramp():
+    from llmgan.generator import EndRamp, end_ramp_bias
+
+    scores = torch.zeros(2, 6)
+    ramp = EndRamp(prompt_len=3, start=2, max_new_tokens=5, end_ids=[4, -1])
+    before = ramp(torch.zeros(2, 3 + 1, dtype=torch.long), scores)  # 1 new token so far: before the ramp
+    assert torch.equal(before, scores)
+    inside = ramp(torch.zeros(2, 3 + 3, dtype=torch.long), scores)  # 3 new tokens: choosing the 4th
+    expected = torch.zeros(2, 6)
+    expected[:, 4] = end_ramp_bias(3, 2, 5)
+    assert torch.allclose(inside, expected) and expected[0, 4] > 0
+    assert torch.equal(scores, torch.zeros(2, 6))  # the caller's scores are not changed in place
+
+
+def test_end_ramp_ends_texts_that_would_reach_the_cap(varied_model, tok, monkeypatch):
+    """A ramp from the first new token, made steep, ends every text before a cap that all reach without it."""
+    import llmgan.generator as generator
+
+    kw = dict(max_new_tokens=6, temperature=1.0, top_p=1.0, seed=0, progress=False, return_cut=True)
+    _, plain = generate_responses(varied_model, tok, [SHORT, MEDIUM, LONG], **kw)
+    assert plain == [True, True, True]
+    monkeypatch.setattr(generator, "END_RAMP_BIAS", 60.0)
+    texts, cut = generate_responses(varied_model, tok, [SHORT, MEDIUM, LONG], end_ramp=0, **kw)
+    assert cut == [False, False, False] and len(texts) == 3
+
+
+def test_resolve_end_ramp(tmp_path):
+    from llmgan.generator import resolve_end_ramp
+
+    assert resolve_end_ramp("off", None, 71) is None and resolve_end_ramp(None, None, 71) is None
+    assert resolve_end_ramp("12", None, 71) == 12
+    with pytest.raises(LlmganError, match=r"auto: needs --model to be a generator folder.*data_caps.json"):
+        resolve_end_ramp("auto", None, 71)
+    with pytest.raises(LlmganError, match="before the cap"):
+        resolve_end_ramp("71", None, 71)
+    with pytest.raises(LlmganError, match="off, auto, or a number"):
+        resolve_end_ramp("soon", None, 71)
+    model = tmp_path / "run" / "sft" / "final" / "generator"
+    model.mkdir(parents=True)
+    (tmp_path / "run" / "sft" / "data_caps.json").write_text(json.dumps(
+        {"generation.max_new_tokens": 71, "response_tokens_percentiles": {"75": 54.0, "90": 64.0}}))
+    assert resolve_end_ramp("auto", str(model), 71) == 54

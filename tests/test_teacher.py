@@ -218,6 +218,12 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
     assert main(args[:-1] + ["--best-of", "3", "--teacher", str(folder)]) == 0
     assert capsys.readouterr().out.count("read back") == 3
     assert [json.loads(x) for x in out.read_text().splitlines()] == rows
+    # draws kept without --end-ramp are not read back as draws with it: they are sampled again, and kept beside
+    assert main(args[:-1] + ["--best-of", "3", "--teacher", str(folder), "--end-ramp", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "read back" not in printed and "rise from new token 2 to +8 at the cap of 6" in printed
+    kept = [json.loads(x) for x in (tmp_path / "best.jsonl.draws/draw-0.jsonl").read_text().splitlines()]
+    assert {r["sampling"]["end_ramp"] for r in kept} == {2}
 
 
 @pytest.mark.parametrize("extra, message", [
