@@ -218,7 +218,7 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
     assert main(args[:-1] + ["--best-of", "3", "--teacher", str(folder)]) == 0
     assert capsys.readouterr().out.count("read back") == 3
     assert [json.loads(x) for x in out.read_text().splitlines()] == rows
-    # draws kept without --end-ramp are not read back as draws with it: they are sampled again, and kept beside
+    # draws kept without --end-ramp are not read back as draws with it: they are sampled again and replace them
     assert main(args[:-1] + ["--best-of", "3", "--teacher", str(folder), "--end-ramp", "2"]) == 0
     printed = capsys.readouterr().out
     assert "read back" not in printed and "rise from new token 2 to +8 at the cap of 6" in printed
