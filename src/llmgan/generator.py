@@ -317,7 +317,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a run's RUN/teacher folder (the discriminator at the end of its warm-up) to rank the "
                         "--best-of draws; measured with the run's start model (RUN/sft/final/generator) as --model")
     p.add_argument("--end-ramp", default="off", metavar="off|auto|N",
-                   help="after N new tokens raise the end token's log-odds linearly to +8 at the cap, so a long text "
+                   help=f"after N new tokens raise the end token's log-odds linearly to +{END_RAMP_BIAS:g} at the cap, "
+                        "so a long text "
                         "ends where the model finds an end plausible rather than mid-text at the cap; auto: N = the "
                         "75th percentile of the training responses' tokens (RUN/data_caps.json of a run's generator "
                         "folder); default off (plain sampling). Experimental, not in the shipped recipe: RESULTS.md")
