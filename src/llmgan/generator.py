@@ -25,9 +25,11 @@ shipped"). Finished draws are kept in OUTPUT.draws/ and read back by the same co
 --end-ramp auto (experimental, default off): after the training responses' 75th percentile of tokens, the end token's
 log-odds rise linearly to +8 at the cap, so long texts end where the model finds an end plausible rather than
 mid-text at the cap. On validation the teacher's picks then stopped at the cap on 2.8 % of posts (human 3.2 %) and
-0.4 % of replies (human 4.4 %), as hard to detect as without it; on the reply test split the ramp overshot (picks
-shorter than human replies, length W1 2.1-3.0), so it is not part of the shipped recipe (RESULTS.md, "An end-of-text
-ramp at sampling time").
+0.4 % of replies (human 4.4 %), as hard to detect as without it. On the test splits it failed: on replies the ramp
+overshot (picks shorter than human replies, length W1 2.1-3.0); on posts the picks stopped at the cap as often as
+human posts are that long (3.1-3.6 % against 4.8 %) but were easier to detect than the plain picks for each of three
+teachers (0.710-0.723 against 0.699-0.700). So it is not part of the shipped recipe (RESULTS.md, "An end-of-text ramp
+at sampling time" and "The end-of-text ramp on the post test split").
 
 One CPU: the default batch size of 16 keeps the 135M model at a few seconds per batch. One GPU: add
 `--device cuda` and raise `--batch-size`. Many GPUs: split the file with --limit/--offset per process.
@@ -321,7 +323,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "so a long text "
                         "ends where the model finds an end plausible rather than mid-text at the cap; auto: N = the "
                         "75th percentile of the training responses' tokens (RUN/data_caps.json of a run's generator "
-                        "folder); default off (plain sampling). Experimental, not in the shipped recipe: RESULTS.md")
+                        "folder); default off (plain sampling). Experimental, not in the shipped recipe: on the test "
+                        "splits the teacher's picks were no harder to detect with it, and often too short "
+                        "(RESULTS.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
