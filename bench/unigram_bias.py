@@ -85,7 +85,10 @@ def sample(args: argparse.Namespace) -> int:
     from llmgan.models import load_model, load_tokenizer
 
     bias = {int(e["id"]): float(e["bias"]) for e in json.loads(Path(args.bias).read_text())["bias"] if e["bias"]}
-    split = load_prepared(args.dataset)[args.split]
+    data = load_prepared(args.dataset)
+    if args.split not in data:
+        sys.exit(f"split '{args.split}' not in {args.dataset}; splits: {', '.join(data)}")
+    split = data[args.split]
     split = split.select(range(min(args.limit, len(split)))) if args.limit else split
     prompts, reals = [list(m) for m in split["prompt"]], list(split["response"])
     tok = load_tokenizer(args.model)
