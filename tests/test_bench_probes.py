@@ -29,3 +29,17 @@ def test_unigram_bias_hand_computed():
     assert clipped[1] == 1.0 and clipped[2] == -1.0 and clipped[3] == pytest.approx(got[3])
     # ids seen fewer than min_count times in both together get no bias at all
     assert set(bias(real, gen, min_count=10, clip=1.0)) == {1}
+
+
+def test_surface_shares_read_the_last_character_and_whole_words(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # surface_gap imports its sibling surface_teacher
+    gap = load("surface_gap")
+    assert [gap.last_mark(t) for t in ("Done. ", "Why?", "word", "ok 🇺🇸", "(x)", "")] == \
+        [".", "!?", "word", "emoji/symbol", "other", "other"]
+    assert gap.SHARES["I"]("I said") and not gap.SHARES["I"]("Iowa") and not gap.SHARES["my"]("myth")
+    path = tmp_path / "draw.jsonl"
+    path.write_text('{"real": "@a hi.", "generated": "my day"}\n{"real": "no", "generated": "I am."}\n')
+    gap.print_shares([path])
+    real, gen = capsys.readouterr().out.splitlines()[1:]
+    assert real.startswith("2 | 50.0 % |") and real.endswith("| real")          # one of two real texts has an @
+    assert gen.split(" | ")[5:7] == ["50.0 %", "50.0 %"]                          # " I " and " my ": one text each
