@@ -52,6 +52,14 @@ def extrapolate(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tens
     return out
 
 
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names (local folders or hub ids) name the same model: folders compared resolved."""
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() or pb.exists():
+        return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    return a == b
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="the SFT model: a LoRA adapter folder or a full model")
@@ -67,7 +75,13 @@ def main() -> int:
     if args.output.exists() and any(args.output.iterdir()):
         sys.exit(f"-o {args.output}: exists and is not empty; choose a new folder")
     try:
-        base_name = args.base or adapter_base(resolve_model_path(args.model))
+        recorded = adapter_base(resolve_model_path(args.model))
+        if recorded and args.base and not same_model(args.base, recorded):
+            # the adapter is always merged into the base it records, so another --base would extrapolate from a
+            # start SFT never had
+            sys.exit(f"--base {args.base} is not the base the adapter {args.model} records ({recorded}); leave "
+                     "--base out for an adapter")
+        base_name = args.base or recorded
         if base_name is None:
             sys.exit(f"--model {args.model} is a full model, not a LoRA adapter folder: name the model it was "
                      "fine-tuned from with --base")

@@ -95,3 +95,79 @@ def test_extrapolate_script_writes_the_model_past_a_lora_adapter(tmp_path, tiny_
     full = subprocess.run(script + ["--model", str(tiny_model_dir), "--alpha", "1.0", "-o", str(tmp_path / "o2")],
                           capture_output=True, text=True, timeout=300)
     assert full.returncode != 0 and "--base" in full.stderr
+    other = subprocess.run(script + ["--model", str(adapter), "--base", str(tmp_path), "--alpha", "1.0",
+                                     "-o", str(tmp_path / "o3")], capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0 and "is not the base the adapter" in other.stderr and not (tmp_path / "o3").exists()
+    same_model = load("extrapolate").same_model
+    assert same_model(str(tiny_model_dir), str(tiny_model_dir) + "/") and not same_model(str(tmp_path), "org/m")
+    assert same_model("org/m", "org/m") and not same_model("org/m", "org/n")
+
+
+def test_control_codes_hand_computed_and_round_trip():
+    cc = load("control_codes")
+    # word counts 1..9: the 33.3rd and 66.7th percentiles (linear) are 11/3 and 19/3
+    cuts = cc.length_cuts([" ".join(["w"] * n) for n in range(1, 10)])
+    assert cuts == pytest.approx((11 / 3, 19 / 3))
+    got = cc.codes_of("Hi @bob #tag 🇺🇸\nok", cuts)   # 4 words: medium
+    assert got == {"mention": True, "hashtag": True, "emoji": False, "line break": True, "length": "medium"}
+    assert cc.codes_of("mail a@b.c 😀 # x", (1, 2))["emoji"] and cc.codes_of("a @ b", (1, 2))["mention"] is False
+    assert cc.codes_of("one two three", cuts)["length"] == "short" and cc.codes_of("w " * 7, cuts)["length"] == "long"
+    line = cc.style_line(got)
+    assert line == " Style: with an @-mention, with a hashtag, without emoji, with line breaks, medium."
+    assert cc.parse_style("You are a user." + line) == got
+    with pytest.raises(ValueError, match="no 'Style"):
+        cc.parse_style("You are a user.")
+    msgs = [{"role": "user", "content": "topic"}]
+    styled = cc.with_style(msgs, got)
+    assert styled[0] == {"role": "system", "content": line.strip()} and styled[1] == msgs[0] and len(msgs) == 1
+
+
+def test_control_codes_prepare_keeps_topics_and_draws_other_splits_from_train(tmp_path):
+    import json
+
+    from datasets import Dataset, DatasetDict
+
+    cc = load("control_codes")
+    sys_msg = {"role": "system", "content": "Write a post."}
+
+    def split(responses):
+        return Dataset.from_dict({"prompt": [[sys_msg, {"role": "user", "content": f"t{i}"}] for i in range(len(responses))],
+                                  "response": responses})
+
+    train = ["@a hello there", "plain words only here", "#tag and more words"]
+    src = tmp_path / "src"
+    DatasetDict({"train": split(train), "validation": split(["x"] * 40)}).save_to_disk(str(src))
+    (src / "llmgan_card.json").write_text(json.dumps({"task": "post"}))
+    added = cc.prepare(src, tmp_path / "cc", seed=0)
+    assert added["train_shares"]["mention"] == pytest.approx(1 / 3)
+    card = json.loads((tmp_path / "cc" / "llmgan_card.json").read_text())
+    assert card["task"] == "post" and card["control_codes"]["seed"] == 0
+    from datasets import load_from_disk
+
+    out = load_from_disk(str(tmp_path / "cc"))
+    cuts = cc.length_cuts(train)
+    for row, text in zip(out["train"], train):   # train rows: their own codes; the topic unchanged
+        assert cc.parse_style(row["prompt"][0]["content"]) == cc.codes_of(text, cuts)
+        assert row["prompt"][0]["content"].startswith("Write a post. Style: ") and row["response"] == text
+    train_codes = [cc.codes_of(t, cuts) for t in train]
+    val = [cc.parse_style(r["prompt"][0]["content"]) for r in out["validation"]]
+    assert all(v in train_codes for v in val)   # not the validation response's own codes ("x": no mention, short)
+    assert len({json.dumps(v, sort_keys=True) for v in val}) == 3   # 40 draws from 3 rows reach all of them
+    assert [r["prompt"][1]["content"] for r in out["validation"]] == [f"t{i}" for i in range(40)]
+
+
+def test_control_codes_adherence_counts_drafts_by_what_they_were_asked(tmp_path):
+    import json
+
+    cc = load("control_codes")
+    on = {"mention": True, "hashtag": False, "emoji": False, "line break": False, "length": "short"}
+    off = dict(on, mention=False)
+    rows = [("S." + cc.style_line(on), "@x hi", "real @y"), ("S." + cc.style_line(on), "hi", "real"),
+            ("S." + cc.style_line(off), "@z a b c", "real")]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"system": s, "generated": g, "real": r}) + "\n" for s, g, r in rows))
+    got = {r["code"]: r for r in cc.adherence([path])}
+    assert got["mention"]["asked"] == 2 and got["mention"]["share_if_asked"] == 0.5
+    assert got["mention"]["share_if_not"] == 1.0 and got["mention"]["share_real"] == pytest.approx(1 / 3)
+    assert got["length short"]["asked"] == 3 and got["length short"]["mean_words"] == pytest.approx(7 / 3)  # 2, 1 and 4 words
+    assert got["length long"]["mean_words"] is None
