@@ -10,7 +10,8 @@ draws with every teacher given and keeps, per prompt, the draw with the highest 
 tuning), beside each teacher's own pick:
 - best-N-mean.jsonl: the ensemble's pick among all N draws given;
 - best-N-t{j}.jsonl: teacher j's own pick (for the teacher that chose these draws, the shipped ranking);
-- summary.json: how often the picks agree, and the mean logit of each pick under every teacher.
+- summary.json: how often the picks agree, the mean logit of each pick under every teacher, its mean words and
+  the share stopped at the cap (where the draws record `cut_at_cap`).
 Then judge, e.g.
   llmgan evaluate --compare W/plain-0.jsonl ... W/plain-3.jsonl OUT/best-4-t0.jsonl OUT/best-4-mean.jsonl \\
       --pool-baseline 4 --detectors all --threads 2 -o OUT/judge
@@ -28,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from headline import cut_share
 from surface_teacher import add_draw_arguments, open_draws, text_of, write_picks
 
 
@@ -73,12 +75,14 @@ def main() -> int:
             "agree_with_mean": float((chosen == picks["mean"]).float().mean()),
             "mean_logit_under_each_teacher": [float(stacked[j].gather(0, chosen[None]).mean())
                                               for j in range(len(args.teachers))],
-            "mean_words": sum(len(r["generated"].split()) for r in rows) / m}
+            "mean_words": sum(len(r["generated"].split()) for r in rows) / m,
+            "cut_at_cap": cut_share(out / f"best-{n}-{name}.jsonl") or None}  # '' -> None: the draws lack the flag
     summary["seconds"] = round(time.perf_counter() - t0)
     write_json(out / "summary.json", summary)
     for name, s in summary["picks"].items():
         print(f"{name}: agrees with the mean's pick {s['agree_with_mean']:.0%}; logit under each teacher "
-              f"{[round(x, 2) for x in s['mean_logit_under_each_teacher']]}; {s['mean_words']:.1f} words")
+              f"{[round(x, 2) for x in s['mean_logit_under_each_teacher']]}; {s['mean_words']:.1f} words"
+              + (f"; {s['cut_at_cap']} stopped at the cap" if s["cut_at_cap"] else ""))
     return 0
 
 

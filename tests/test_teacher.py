@@ -226,6 +226,29 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
     assert {r["sampling"]["end_ramp"] for r in kept} == {2}
 
 
+def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds, tiny_model_dir, tmp_path):
+    """bench/teacher_ensemble.py with the one teacher that chose: its pick is `llmgan generate --best-of`'s, and the
+    summary's cut share is that of the picks."""
+    import subprocess
+    import sys
+
+    _, folder = trained
+    out = tmp_path / "best.jsonl"
+    assert main(["generate", str(demo_ds), "--model", str(tiny_model_dir), "-o", str(out), "--limit", "5",
+                 "--max-new-tokens", "6", "--seed", "3", "--quiet", "--best-of", "2", "--teacher", str(folder)]) == 0
+    script = Path(__file__).resolve().parents[1] / "bench" / "teacher_ensemble.py"
+    draws = [str(tmp_path / f"best.jsonl.draws/draw-{k}.jsonl") for k in range(2)]
+    done = subprocess.run([sys.executable, str(script), "--teachers", str(folder), "--draws", *draws,
+                           "-o", str(tmp_path / "rank")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    picks = [json.loads(x) for x in (tmp_path / "rank" / "best-2-t0.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["generated"] for r in picks] == [r["generated"] for r in rows]
+    summary = json.loads((tmp_path / "rank" / "summary.json").read_text())
+    share = 100 * sum(r["cut_at_cap"] for r in rows) / len(rows)
+    assert summary["picks"]["t0"]["cut_at_cap"] == f"{share:.1f} %"
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--best-of", "2"], "--best-of N > 1 needs --teacher"),
     (["--teacher", "somewhere"], "--teacher needs --best-of N > 1"),
