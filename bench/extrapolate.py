@@ -52,14 +52,6 @@ def extrapolate(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tens
     return out
 
 
-def same_model(a: str, b: str) -> bool:
-    """Whether two model names (local folders or hub ids) name the same model: folders compared resolved."""
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    if pa.exists() or pb.exists():
-        return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
-    return a == b
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="the SFT model: a LoRA adapter folder or a full model")
@@ -69,6 +61,7 @@ def main() -> int:
     p.add_argument("-o", "--output", required=True, type=Path, help="folder for the extrapolated model")
     args = p.parse_args()
 
+    from llmgan.adversarial.teacher import same_model
     from llmgan.errors import LlmganError
     from llmgan.models import adapter_base, load_model, load_tokenizer, resolve_model_path
 

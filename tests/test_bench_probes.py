@@ -98,9 +98,6 @@ def test_extrapolate_script_writes_the_model_past_a_lora_adapter(tmp_path, tiny_
     other = subprocess.run(script + ["--model", str(adapter), "--base", str(tmp_path), "--alpha", "1.0",
                                      "-o", str(tmp_path / "o3")], capture_output=True, text=True, timeout=300)
     assert other.returncode != 0 and "is not the base the adapter" in other.stderr and not (tmp_path / "o3").exists()
-    same_model = load("extrapolate").same_model
-    assert same_model(str(tiny_model_dir), str(tiny_model_dir) + "/") and not same_model(str(tmp_path), "org/m")
-    assert same_model("org/m", "org/m") and not same_model("org/m", "org/n")
 
 
 def test_control_codes_hand_computed_and_round_trip():

@@ -260,3 +260,13 @@ def test_best_of_arguments_are_checked_before_any_model_loads(demo_ds, tmp_path,
                  *extra]) != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_same_model_compares_folders_resolved_and_ids_as_written(tmp_path):
+    from llmgan.adversarial.teacher import same_model
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "x").mkdir()
+    assert same_model(str(tmp_path / "m"), str(tmp_path / "m") + "/") and same_model(str(tmp_path / "m"), str(tmp_path / "x/../m"))
+    assert not same_model(str(tmp_path / "m"), str(tmp_path)) and not same_model(str(tmp_path / "m"), "org/m")
+    assert same_model("org/m", "org/m") and not same_model("org/m", "org/n")
