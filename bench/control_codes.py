@@ -121,9 +121,11 @@ def prepare(src: Path, out: Path, seed: int) -> dict:
 
 def adherence(paths: list[Path]) -> list[dict]:
     """Per file and code: share of drafts with the attribute when asked with it / without it; the real shares."""
+    from surface_teacher import read_jsonl  # split on "\n" only: texts may hold U+2028, which splitlines() splits on
+
     rows = []
     for p in paths:
-        data = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        data = read_jsonl(p)
         asked = [parse_style(r["system"]) for r in data]
         gen = [r["generated"] for r in data]
         for c in CODES:

@@ -153,16 +153,18 @@ def test_control_codes_prepare_keeps_topics_and_draws_other_splits_from_train(tm
     assert [r["prompt"][1]["content"] for r in out["validation"]] == [f"t{i}" for i in range(40)]
 
 
-def test_control_codes_adherence_counts_drafts_by_what_they_were_asked(tmp_path):
+def test_control_codes_adherence_counts_drafts_by_what_they_were_asked(tmp_path, monkeypatch):
     import json
 
+    monkeypatch.syspath_prepend(str(BENCH))  # control_codes reads the files with its sibling surface_teacher
     cc = load("control_codes")
     on = {"mention": True, "hashtag": False, "emoji": False, "line break": False, "length": "short"}
     off = dict(on, mention=False)
-    rows = [("S." + cc.style_line(on), "@x hi", "real @y"), ("S." + cc.style_line(on), "hi", "real"),
+    rows = [("S." + cc.style_line(on), "@x hi", "real @y"), ("S." + cc.style_line(on), "hi\u2028", "real"),
             ("S." + cc.style_line(off), "@z a b c", "real")]
     path = tmp_path / "d.jsonl"
-    path.write_text("".join(json.dumps({"system": s, "generated": g, "real": r}) + "\n" for s, g, r in rows))
+    path.write_text("".join(json.dumps({"system": s, "generated": g, "real": r}, ensure_ascii=False) + "\n"
+                            for s, g, r in rows), encoding="utf-8")   # U+2028 written raw, as generate writes it
     got = {r["code"]: r for r in cc.adherence([path])}
     assert got["mention"]["asked"] == 2 and got["mention"]["share_if_asked"] == 0.5
     assert got["mention"]["share_if_not"] == 1.0 and got["mention"]["share_real"] == pytest.approx(1 / 3)
