@@ -40,9 +40,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from surface_gap import EMOJI  # the emoji class the surface shares count (a sibling script, stdlib only)
+from surface_teacher import read_jsonl  # split on "\n" only: texts may hold U+2028, which splitlines() splits on
 
 CODES = ("mention", "hashtag", "emoji", "line break")
-EMOJI = re.compile("[\U0001F300-\U0001FAFF\u2600-\u27BF]")  # the class bench/surface_gap.py counts
 TESTS = {"mention": lambda t: bool(re.search(r"@\w", t)), "hashtag": lambda t: bool(re.search(r"#\w", t)),
          "emoji": lambda t: bool(EMOJI.search(t)), "line break": lambda t: "\n" in t}
 PHRASE = {"mention": "an @-mention", "hashtag": "a hashtag", "emoji": "emoji", "line break": "line breaks"}
@@ -88,7 +89,6 @@ def with_style(messages: list[dict], codes: dict) -> list[dict]:
 
 def prepare(src: Path, out: Path, seed: int) -> dict:
     """Write the coded copy of a prepared folder; returns what was added to its card."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from llmgan.data import CARD_NAME, load_prepared
     from llmgan.io import atomic_dir
 
@@ -121,8 +121,6 @@ def prepare(src: Path, out: Path, seed: int) -> dict:
 
 def adherence(paths: list[Path]) -> list[dict]:
     """Per file and code: share of drafts with the attribute when asked with it / without it; the real shares."""
-    from surface_teacher import read_jsonl  # split on "\n" only: texts may hold U+2028, which splitlines() splits on
-
     rows = []
     for p in paths:
         data = read_jsonl(p)

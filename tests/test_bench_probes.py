@@ -100,7 +100,8 @@ def test_extrapolate_script_writes_the_model_past_a_lora_adapter(tmp_path, tiny_
     assert other.returncode != 0 and "is not the base the adapter" in other.stderr and not (tmp_path / "o3").exists()
 
 
-def test_control_codes_hand_computed_and_round_trip():
+def test_control_codes_hand_computed_and_round_trip(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # control_codes imports its siblings surface_gap and surface_teacher
     cc = load("control_codes")
     # word counts 1..9: the 33.3rd and 66.7th percentiles (linear) are 11/3 and 19/3
     cuts = cc.length_cuts([" ".join(["w"] * n) for n in range(1, 10)])
@@ -119,11 +120,12 @@ def test_control_codes_hand_computed_and_round_trip():
     assert styled[0] == {"role": "system", "content": line.strip()} and styled[1] == msgs[0] and len(msgs) == 1
 
 
-def test_control_codes_prepare_keeps_topics_and_draws_other_splits_from_train(tmp_path):
+def test_control_codes_prepare_keeps_topics_and_draws_other_splits_from_train(tmp_path, monkeypatch):
     import json
 
     from datasets import Dataset, DatasetDict
 
+    monkeypatch.syspath_prepend(str(BENCH))
     cc = load("control_codes")
     sys_msg = {"role": "system", "content": "Write a post."}
 
@@ -156,7 +158,7 @@ def test_control_codes_prepare_keeps_topics_and_draws_other_splits_from_train(tm
 def test_control_codes_adherence_counts_drafts_by_what_they_were_asked(tmp_path, monkeypatch):
     import json
 
-    monkeypatch.syspath_prepend(str(BENCH))  # control_codes reads the files with its sibling surface_teacher
+    monkeypatch.syspath_prepend(str(BENCH))
     cc = load("control_codes")
     on = {"mention": True, "hashtag": False, "emoji": False, "line break": False, "length": "short"}
     off = dict(on, mention=False)
