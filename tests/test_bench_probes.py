@@ -172,3 +172,54 @@ def test_control_codes_adherence_counts_drafts_by_what_they_were_asked(tmp_path,
     assert got["mention"]["share_if_not"] == 1.0 and got["mention"]["share_real"] == pytest.approx(1 / 3)
     assert got["length short"]["asked"] == 3 and got["length short"]["mean_words"] == pytest.approx(7 / 3)  # 2, 1 and 4 words
     assert got["length long"]["mean_words"] is None
+
+
+def test_calibrated_temperature_crossing_hand_computed(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # calibrate_temperature imports its siblings
+    cal = load("calibrate_temperature")
+    # drafts -3.0 at 0.8, -3.4 at 0.9, -3.8 at 1.0; real -3.1: a quarter of the way from 0.8 to 0.9
+    assert cal.crossing([1.0, 0.8, 0.9], [-3.8, -3.0, -3.4], -3.1) == pytest.approx(0.825)
+    assert cal.crossing([0.8, 0.9], [-3.0, -3.4], -3.4) == 0.9  # met exactly at the last temperature
+    assert cal.crossing([0.8, 0.9, 1.0], [-3.0, -3.4, -3.8], -2.9) is None  # not bracketed
+    assert cal.parse_draw("0.9=out/a.jsonl") == (0.9, Path("out/a.jsonl"))
+    with pytest.raises(Exception, match="TEMPERATURE=FILE, got 'out/a.jsonl'"):
+        cal.parse_draw("out/a.jsonl")
+
+
+def test_calibrate_temperature_script_scores_drafts_and_real_texts(tmp_path, tiny_model_dir, monkeypatch):
+    """The command as RESULTS.md runs it, on a tiny random model and hand-written drafts: the summary's values are
+    the likelihood scorer's; drafts equal to the real texts at T = 0.5 give T* = 0.5; two temperatures with the
+    same drafts bracket nothing, and the script exits 1 and says so."""
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.syspath_prepend(str(BENCH))  # the scripts import their siblings
+    lr = load("likelihood_ranker")
+    from llmgan.models import load_model, load_tokenizer
+
+    prompts = [[{"role": "user", "content": f"topic {i}"}] for i in range(3)]
+    real = ["a real post", "another real post here", "ok"]
+    texts = {"real": real, "odd": ["zq xv 9 ##", "}} {{ ~~ ^^", "@@ ¤ §"]}
+    files = {}
+    for name, gen in texts.items():
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps({"prompt": p, "real": r, "generated": g}) + "\n"
+                                       for p, r, g in zip(prompts, real, gen)), encoding="utf-8")
+
+    def run(out, *draws):
+        done = subprocess.run([sys.executable, str(BENCH / "calibrate_temperature.py"), "--model", str(tiny_model_dir),
+                               "--draws", *draws, "-o", str(tmp_path / out)], capture_output=True, text=True, timeout=300)
+        return done, json.loads((tmp_path / out / "summary.json").read_text())
+
+    done, summary = run("a", f"0.5={files['real']}", f"1.5={files['odd']}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    model, tok = load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir), padding_side="right")
+    heads = lr.prompt_ids(tok, prompts)
+    odd = sum(lr.mean_logprobs(model, tok, heads, texts["odd"])) / 3
+    assert summary["real_mean_logprob"] == pytest.approx(sum(lr.mean_logprobs(model, tok, heads, real)) / 3, abs=1e-5)
+    assert summary["per_temperature"]["1.5"]["mean_logprob"] == pytest.approx(odd, abs=1e-5)
+    assert summary["real_mean_logprob"] != pytest.approx(odd, abs=1e-3)  # so the run below brackets nothing
+    assert summary["temperature"] == 0.5 and "calibrated temperature 0.50" in done.stdout
+    done, summary = run("b", f"0.5={files['odd']}", f"1.0={files['odd']}")
+    assert done.returncode == 1 and "is not between" in done.stdout and summary["temperature"] is None
