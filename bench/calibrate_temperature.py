@@ -33,7 +33,7 @@ from pathlib import Path
 # likelihood_ranker (beside this file) brings surface_teacher, which puts src/ on sys.path and sets the offline
 # environment variables.
 from likelihood_ranker import mean_logprobs, prompt_ids
-from surface_teacher import read_draws, text_of
+from surface_teacher import conversation, read_draws, text_of
 
 
 def crossing(temps: list[float], values: list[float], target: float) -> float | None:
@@ -47,15 +47,6 @@ def crossing(temps: list[float], values: list[float], target: float) -> float | 
         if (v0 - target) * (v1 - target) < 0:
             return t0 + (target - v0) * (t1 - t0) / (v1 - v0)
     return pts[-1][0] if pts and pts[-1][1] == target else None
-
-
-def conversation(row: dict) -> list[dict]:
-    """A draw row -> its chat prompt: the conversation itself, or (`llmgan generate`'s rows) the system message, if
-    any, and the user message."""
-    if isinstance(row["prompt"], list):
-        return row["prompt"]
-    return ([{"role": "system", "content": row["system"]}] if row.get("system") else []) + \
-        [{"role": "user", "content": row["prompt"]}]
 
 
 def parse_draw(spec: str) -> tuple[float, Path]:

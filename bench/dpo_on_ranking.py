@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# surface_teacher (beside this file) puts src/ on sys.path and sets the offline environment variables
+from surface_teacher import conversation
 
 
 def pairs(best: Path, worst: Path) -> list[dict]:
@@ -47,9 +43,7 @@ def pairs(best: Path, worst: Path) -> list[dict]:
                 raise SystemExit(f"{best} and {worst} do not hold the same prompts in the same order")
             if b["generated"] == w["generated"]:
                 continue
-            prompt = ([{"role": "system", "content": b["system"]}] if b.get("system") else []) + \
-                [{"role": "user", "content": b["prompt"]}]
-            rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": b["generated"]}],
+            rows.append({"prompt": conversation(b), "chosen": [{"role": "assistant", "content": b["generated"]}],
                          "rejected": [{"role": "assistant", "content": w["generated"]}]})
     return rows
 

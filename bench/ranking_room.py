@@ -27,7 +27,7 @@ import csv
 import sys
 from pathlib import Path
 
-from surface_teacher import read_draws, text_of
+from surface_teacher import conversation, read_draws, text_of
 
 DETECTORS = {"strongest": "detector_score", "minilm_lr": "score_minilm_lr", "ngram_lr": "score_ngram_lr",
              "finetuned": "score_finetuned"}
@@ -58,7 +58,7 @@ def main() -> int:
             judged.append([by_text[(r["real"], text_of(r))] for r in draws[k]])
         except KeyError:
             raise SystemExit(f"{f} does not hold the texts of {args.draws[k]}") from None
-    prompts = [r["prompt"] for r in draws[0]]
+    prompts = [conversation(r) for r in draws[0]]
     teacher = Teacher.load(args.teacher)
     logits = torch.stack([teacher.logits(prompts, [text_of(r) for r in d]) for d in draws]).numpy()  # [N, M]
     pick = logits.argmax(axis=0)

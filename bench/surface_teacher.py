@@ -47,6 +47,16 @@ def text_of(row: dict) -> str:
     return row["fake"] if "fake" in row else row["generated"]
 
 
+def conversation(row: dict) -> list[dict]:
+    """A draw row -> its chat prompt: the conversation itself (best_of_n.py's samples, `llmgan generate --best-of`'s
+    draw files), or, for `llmgan generate`'s output rows (the last user message as a string), the row's system
+    message, if any, and that user message, as the generator was prompted."""
+    if isinstance(row["prompt"], list):
+        return row["prompt"]
+    return ([{"role": "system", "content": row["system"]}] if row.get("system") else []) + \
+        [{"role": "user", "content": row["prompt"]}]
+
+
 def read_draws(paths: list[Path]) -> list[list[dict]]:
     """Draw files (best_of_n.py samples-k.jsonl or generate's draw-k.jsonl) -> rows[k][i]; all for one prompt list."""
     draws = [read_jsonl(f) for f in paths]
@@ -69,7 +79,7 @@ def open_draws(args: argparse.Namespace) -> tuple[Path, list[list[dict]], list]:
     torch.set_num_threads(2)
     args.output.mkdir(parents=True, exist_ok=True)
     draws = read_draws(args.draws)
-    return args.output, draws, [r["prompt"] for r in draws[0]]
+    return args.output, draws, [conversation(r) for r in draws[0]]
 
 
 def open_draws_with_teacher(doc: str):
@@ -106,7 +116,7 @@ def write_picks(draws: list[list[dict]], chosen, path: Path) -> list[dict]:
     from llmgan.io import write_rows
 
     kept = [draws[int(chosen[i])][i] for i in range(len(draws[0]))]
-    rows = output_rows([r["prompt"] for r in draws[0]], [r["real"] for r in draws[0]], [text_of(r) for r in kept],
+    rows = output_rows([conversation(r) for r in draws[0]], [r["real"] for r in draws[0]], [text_of(r) for r in kept],
                        [r.get("cut_at_cap") for r in kept])
     write_rows(rows, path)
     return rows

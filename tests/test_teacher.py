@@ -247,6 +247,26 @@ def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds
     summary = json.loads((tmp_path / "rank" / "summary.json").read_text())
     share = 100 * sum(r["cut_at_cap"] for r in rows) / len(rows)
     assert summary["picks"]["t0"]["cut_at_cap"] == f"{share:.1f} %"
+    # the same draws as plain `llmgan generate` output (the prompt's last user message as a string, the system
+    # message beside it): the teacher reads the same chat-formatted prompts, so the same logits and picks
+    from llmgan.generator import output_rows
+    from llmgan.io import write_rows
+
+    plain = []
+    for k, f in enumerate(draws):
+        d = [json.loads(x) for x in Path(f).read_text().splitlines()]
+        assert isinstance(d[0]["prompt"], list)  # so the rows below differ in form
+        plain.append(str(write_rows(output_rows([r["prompt"] for r in d], [r["real"] for r in d],
+                                                [r["generated"] for r in d]), tmp_path / f"plain-{k}.jsonl")))
+    done = subprocess.run([sys.executable, str(script), "--teachers", str(folder), "--draws", *plain,
+                           "-o", str(tmp_path / "rank-plain")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    again = json.loads((tmp_path / "rank-plain" / "summary.json").read_text())
+    assert again["picks"]["t0"]["mean_logit_under_each_teacher"] == pytest.approx(
+        summary["picks"]["t0"]["mean_logit_under_each_teacher"], abs=1e-5)
+    picks = [json.loads(x) for x in (tmp_path / "rank-plain" / "best-2-t0.jsonl").read_text().splitlines()]
+    assert [(r["prompt"], r["system"], r["generated"]) for r in picks] == \
+        [(r["prompt"], r["system"], r["generated"]) for r in rows]
 
 
 @pytest.mark.parametrize("extra, message", [
