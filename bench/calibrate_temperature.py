@@ -75,11 +75,11 @@ def main() -> int:
     from llmgan.models import load_model, load_tokenizer
 
     torch.set_num_threads(2)
-    args.output.mkdir(parents=True, exist_ok=True)
     temps = [t for t, _ in args.draws]
     if len(set(temps)) != len(temps) or len(temps) < 2:
         raise SystemExit(f"--draws needs at least two distinct temperatures, got {temps}")
     draws = read_draws([f for _, f in args.draws])  # checks the files share their prompts
+    args.output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model, tok = load_model(args.model), load_tokenizer(args.model, padding_side="right")
     heads = prompt_ids(tok, [conversation(r) for r in draws[0]])
@@ -89,9 +89,12 @@ def main() -> int:
         lp = mean_logprobs(model, tok, heads, [text_of(r) for r in d])
         per_t[t] = {"mean_logprob": float(np.mean(lp)),
                     "mean_words": float(np.mean([len(text_of(r).split()) for r in d])),
-                    "cut_at_cap": float(np.mean([bool(r.get("cut_at_cap")) for r in d]))}
+                    # None where the file does not record it (drafts from before `llmgan generate` wrote the flag)
+                    "cut_at_cap": (float(np.mean([r["cut_at_cap"] for r in d]))
+                                   if all(isinstance(r.get("cut_at_cap"), bool) for r in d) else None)}
+        cut = "" if per_t[t]["cut_at_cap"] is None else f", {per_t[t]['cut_at_cap']:.1%} cut at the cap"
         print(f"T={t:g}: drafts {per_t[t]['mean_logprob']:.3f} nats per token (real {real:.3f}), "
-              f"{per_t[t]['mean_words']:.1f} words, {per_t[t]['cut_at_cap']:.1%} cut at the cap", flush=True)
+              f"{per_t[t]['mean_words']:.1f} words{cut}", flush=True)
     hit = crossing(temps, [per_t[t]["mean_logprob"] for t in temps], real)
     summary = {"model": args.model, "draws": {str(t): str(f) for t, f in args.draws}, "prompts": len(draws[0]),
                "real_mean_logprob": real, "per_temperature": {str(t): v for t, v in per_t.items()},

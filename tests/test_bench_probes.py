@@ -219,6 +219,7 @@ def test_calibrate_temperature_script_scores_drafts_and_real_texts(tmp_path, tin
     odd = sum(lr.mean_logprobs(model, tok, heads, texts["odd"])) / 3
     assert summary["real_mean_logprob"] == pytest.approx(sum(lr.mean_logprobs(model, tok, heads, real)) / 3, abs=1e-5)
     assert summary["per_temperature"]["1.5"]["mean_logprob"] == pytest.approx(odd, abs=1e-5)
+    assert summary["per_temperature"]["1.5"]["cut_at_cap"] is None  # the hand-written rows do not record it
     assert summary["real_mean_logprob"] != pytest.approx(odd, abs=1e-3)  # so the run below brackets nothing
     assert summary["temperature"] == 0.5 and "calibrated temperature 0.50" in done.stdout
     done, summary = run("b", f"0.5={files['odd']}", f"1.0={files['odd']}")
