@@ -79,12 +79,16 @@ def fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample(args: argparse.Namespace) -> int:
+def sample_draws(args: argparse.Namespace, prepare, tag: dict) -> int:
+    """N draws of args.dataset's args.split (first args.limit rows) from args.model, draw k seeded args.seed + k, written
+    as OUT/draw-k.jsonl in the format of `llmgan generate --best-of`'s draws folder (with `cut_at_cap`).
+    `prepare(model, tokenizer, out)` changes how the model samples (its generation config) before any draw and may
+    write what it used under `out`; `tag` joins each draw's sampling record, so a draw is read back only when it was
+    sampled the same way. Shared by this script's `sample` and bench/vocab_mask.py."""
     from llmgan.data import load_prepared
     from llmgan.generator import generate_responses, read_back_samples, write_samples
     from llmgan.models import load_model, load_tokenizer
 
-    bias = {int(e["id"]): float(e["bias"]) for e in json.loads(Path(args.bias).read_text())["bias"] if e["bias"]}
     data = load_prepared(args.dataset)
     if args.split not in data:
         sys.exit(f"split '{args.split}' not in {args.dataset}; splits: {', '.join(data)}")
@@ -93,12 +97,12 @@ def sample(args: argparse.Namespace) -> int:
     prompts, reals = [list(m) for m in split["prompt"]], list(split["response"])
     tok = load_tokenizer(args.model)
     model = load_model(args.model).to(args.device)
-    model.generation_config.sequence_bias = {(t,): b for t, b in bias.items()}
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    prepare(model, tok, out)
     for k in range(args.n):
         sampling = {"model": str(args.model), "seed": args.seed + k, "temperature": args.temperature,
-                    "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "unigram_bias": str(args.bias)}
+                    "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, **tag}
         path = out / f"draw-{k}.jsonl"
         if read_back_samples(path, prompts, reals, sampling) is not None:
             print(f"draw {k}: read back from {path}")
@@ -111,6 +115,31 @@ def sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_sample_arguments(s: argparse.ArgumentParser) -> None:
+    """The arguments `sample_draws` reads."""
+    s.add_argument("dataset", help="a prepared data folder (llmgan prepare)")
+    s.add_argument("--split", default="validation")
+    s.add_argument("--limit", type=int, default=None, help="only the first rows")
+    s.add_argument("--model", required=True)
+    s.add_argument("--n", type=int, default=4, help="draws per prompt")
+    s.add_argument("--seed", type=int, default=1100, help="draw k is seeded this + k")
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--max-new-tokens", type=int, required=True)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("-o", "--output", required=True, help="folder for draw-k.jsonl")
+
+
+def sample(args: argparse.Namespace) -> int:
+    bias = {int(e["id"]): float(e["bias"]) for e in json.loads(Path(args.bias).read_text())["bias"] if e["bias"]}
+
+    def prepare(model, tok, out):
+        model.generation_config.sequence_bias = {(t,): b for t, b in bias.items()}
+
+    return sample_draws(args, prepare, {"unigram_bias": str(args.bias)})
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -121,19 +150,8 @@ def main() -> int:
     f.add_argument("--clip", type=float, default=1.0, help="largest |bias| in logits")
     f.add_argument("-o", "--output", required=True, help="JSON file for the bias")
     s = sub.add_parser("sample", help="N draws of a split with the bias added at every step")
-    s.add_argument("dataset", help="a prepared data folder (llmgan prepare)")
-    s.add_argument("--split", default="validation")
-    s.add_argument("--limit", type=int, default=None, help="only the first rows")
-    s.add_argument("--model", required=True)
+    add_sample_arguments(s)
     s.add_argument("--bias", required=True, help="the JSON written by fit")
-    s.add_argument("--n", type=int, default=4, help="draws per prompt")
-    s.add_argument("--seed", type=int, default=1100, help="draw k is seeded this + k")
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--top-p", type=float, default=1.0)
-    s.add_argument("--max-new-tokens", type=int, required=True)
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--quiet", action="store_true")
-    s.add_argument("-o", "--output", required=True, help="folder for draw-k.jsonl")
     args = p.parse_args()
     return fit(args) if args.cmd == "fit" else sample(args)
 

@@ -224,3 +224,52 @@ def test_calibrate_temperature_script_scores_drafts_and_real_texts(tmp_path, tin
     assert summary["temperature"] == 0.5 and "calibrated temperature 0.50" in done.stdout
     done, summary = run("b", f"0.5={files['odd']}", f"1.0={files['odd']}")
     assert done.returncode == 1 and "is not between" in done.stdout and summary["temperature"] is None
+
+
+def test_vocab_mask_suppresses_the_ids_no_text_uses(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # vocab_mask imports its sibling unigram_bias
+
+    class Tok:  # encodes each character as its code point minus 97 ("a" -> 0)
+        def __call__(self, texts, add_special_tokens=False):
+            return {"input_ids": [[ord(c) - 97 for c in t] for t in texts]}
+
+    suppressed = load("vocab_mask").suppressed_ids
+    # the texts use ids 0, 1, 3 ("a", "b", "d"); 6 is kept (an end token); ids 0-7 exist
+    assert suppressed(["ab", "da"], Tok(), keep=[6], vocab_size=8) == [2, 4, 5, 7]
+    assert suppressed([], Tok(), keep=[], vocab_size=3) == [0, 1, 2]
+
+
+def test_vocab_mask_script_writes_only_what_the_training_responses_use(tmp_path, tiny_model_dir, demo_data):
+    """The command as RESULTS.md runs it, on a tiny random model: every character of every draw occurs in the train
+    split's responses but U+FFFD (a random model over the whole vocabulary writes foreign characters at once), the suppressed
+    ids are those the train responses' encoding lacks, and a run that would take its vocabulary from the split it
+    samples is refused before any model loads."""
+    import json
+    import subprocess
+    import sys
+
+    from llmgan.data import load_prepared
+    from llmgan.models import load_tokenizer
+
+    def run(*extra):
+        return subprocess.run([sys.executable, str(BENCH / "vocab_mask.py"), str(demo_data), "--split", "validation",
+                               "--limit", "6", "--model", str(tiny_model_dir), "--n", "2", "--seed", "3",
+                               "--max-new-tokens", "24", "--quiet", "-o", str(tmp_path / "out"), *extra],
+                              capture_output=True, text=True, timeout=300)
+
+    done = run()
+    assert done.returncode == 0, done.stderr[-2000:]
+    train = list(load_prepared(demo_data)["train"]["response"])
+    chars = {c for t in train for c in t}
+    vocab = json.loads((tmp_path / "out" / "vocab.json").read_text())
+    tok = load_tokenizer(str(tiny_model_dir))
+    used = {i for ids in tok(train, add_special_tokens=False)["input_ids"] for i in ids}
+    assert set(range(len(tok))) - set(vocab["suppressed_ids"]) >= used and not used & set(vocab["suppressed_ids"])
+    assert vocab["allowed"] + vocab["suppressed"] == vocab["vocab_size"] == len(tok)
+    drafts = [json.loads(line)["generated"] for k in range(2)
+              for line in (tmp_path / "out" / f"draw-{k}.jsonl").read_text(encoding="utf-8").split("\n") if line]
+    assert len(drafts) == 12 and sum(map(len, drafts)) > 24
+    # byte pieces the data uses can still join into a byte sequence no character has (U+FFFD); nothing else is new
+    assert {c for d in drafts for c in d} - {"\ufffd"} <= chars
+    refused = run("--vocab-split", "validation")
+    assert refused.returncode != 0 and "another split" in refused.stderr

@@ -1,0 +1,79 @@
+"""Sampling restricted to the tokens the training responses use: do the SFT model's drafts get harder to detect when
+it may write only token ids that occur in the data? (issue 14, a probe on validation; nothing in the recipe uses it)
+
+Why: on post validation the plain SFT drafts write tokens that no training post uses at twice the real posts' rate
+(3.0 % of tokens against 1.5 %), and carry a character no training post has (emoji absent from the data, Cyrillic or
+Hebrew letters inside English words, U+FFFD) in 3.6-7.6 % of drafts against 0.8 % of real posts. Top-p and a lower
+temperature cut the tail by the model's own probability, and take the rare marks the data does use (its emoji,
+@-mentions, odd punctuation) with it: MiniLM then finds the drafts harder to detect and the cased n-gram detector
+easier (RESULTS.md, seventeenth and twenty-ninth sessions). This cuts by the data instead: every id in the
+tokenizer's encoding of the train split's responses stays allowed at the model's own probability, however rare;
+every other id gets a logit of -inf at every step (transformers' `suppress_tokens`), except the end tokens and the
+tokenizer's special tokens. No number is chosen: an id is allowed when it occurs at least once. Byte pieces of
+characters the data uses stay allowed, so a draw can still join pieces of two characters into a byte sequence that is
+no character (decoded as U+FFFD), more rarely than without the mask.
+
+It is the hard limit of bench/unigram_bias.py's correction (a real-to-generated log-ratio per id): ids the real
+responses never use get -inf, all others 0.
+
+  python bench/vocab_mask.py data/right-post --split validation --limit 250 \\
+      --model runs/r37-post-sft/final/generator --n 4 --seed 1100 --max-new-tokens 71 -o out/r40/post-val-mask.draws
+
+writes OUT/vocab.json (the allowed and suppressed counts, the suppressed ids) and OUT/draw-k.jsonl in the format of
+`llmgan generate --best-of`'s draws folder; rank them with bench/teacher_ensemble.py and judge them with `llmgan
+evaluate --compare`. The vocabulary always comes from the train split of the same prepared folder, never from the
+split that is sampled. One CPU as above (about 3.5 min a draw of 250 topics on the 2-core machine, the 135M model);
+one GPU: --device cuda. An interrupted run keeps the finished draws and samples only the rest when run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from unigram_bias import add_sample_arguments, sample_draws
+
+
+def suppressed_ids(texts: list[str], tokenizer, keep: list[int], vocab_size: int) -> list[int]:
+    """Ids in [0, vocab_size) that occur in no text's encoding (no special tokens added) and are not in `keep`,
+    ascending."""
+    seen = set(keep)
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        seen.update(ids)
+    return [i for i in range(vocab_size) if i not in seen]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_sample_arguments(p)
+    p.add_argument("--vocab-split", default="train", help="the split whose responses give the allowed ids")
+    args = p.parse_args()
+    if args.vocab_split == args.split:
+        sys.exit(f"--vocab-split and --split are both '{args.split}': the allowed ids must come from another split "
+                 "than the one sampled and judged")
+
+    def prepare(model, tok, out: Path) -> None:
+        from llmgan.data import load_prepared
+        from llmgan.generator import end_token_ids
+        from llmgan.io import write_json
+
+        data = load_prepared(args.dataset)
+        if args.vocab_split not in data:
+            sys.exit(f"split '{args.vocab_split}' not in {args.dataset}; splits: {', '.join(data)}")
+        texts = list(data[args.vocab_split]["response"])
+        size = model.get_output_embeddings().weight.shape[0]
+        keep = end_token_ids(model, tok) + list(tok.all_special_ids)
+        banned = suppressed_ids(texts, tok, keep, size)
+        write_json(out / "vocab.json", {"dataset": str(args.dataset), "split": args.vocab_split, "responses": len(texts),
+                                        "vocab_size": size, "allowed": size - len(banned), "suppressed": len(banned),
+                                        "suppressed_ids": banned})
+        print(f"{size - len(banned)} of {size} ids allowed (from {len(texts)} {args.vocab_split} responses); "
+              f"{len(banned)} suppressed -> {out / 'vocab.json'}", flush=True)
+        model.generation_config.suppress_tokens = banned
+
+    return sample_draws(args, prepare, {"vocab_mask": f"{args.dataset}:{args.vocab_split}"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
