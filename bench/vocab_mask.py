@@ -19,7 +19,14 @@ responses never use get -inf, all others 0.
   python bench/vocab_mask.py data/right-post --split validation --limit 250 \\
       --model runs/r37-post-sft/final/generator --n 4 --seed 1100 --max-new-tokens 71 -o out/r40/post-val-mask.draws
 
-writes OUT/vocab.json (the allowed and suppressed counts, the suppressed ids) and OUT/draw-k.jsonl in the format of
+With --report FILE ..., it samples nothing and prints, for each JSONL file of (real, generated) rows, the share of
+tokens outside the allowed ids and the share of texts with a character no train response has, for the generated and
+the real texts (the figures behind the "Why" above):
+
+  python bench/vocab_mask.py data/right-post --model runs/r37-post-sft/final/generator --max-new-tokens 71 \\
+      -o out/r40/report --report out/r37/post-val-sft-d0.jsonl
+
+Sampling writes OUT/vocab.json (the allowed and suppressed counts, the suppressed ids) and OUT/draw-k.jsonl in the format of
 `llmgan generate --best-of`'s draws folder; rank them with bench/teacher_ensemble.py and judge them with `llmgan
 evaluate --compare`. The vocabulary always comes from the train split of the same prepared folder, never from the
 split that is sampled. One CPU as above (about 3.5 min a draw of 250 topics on the 2-core machine, the 135M model);
@@ -44,11 +51,44 @@ def suppressed_ids(texts: list[str], tokenizer, keep: list[int], vocab_size: int
     return [i for i in range(vocab_size) if i not in seen]
 
 
+def outside_data(texts: list[str], tokenizer, banned: set[int], chars: set[str]) -> tuple[float, float]:
+    """(share of all tokens of the texts' encodings that are in `banned`, share of texts with a character not in
+    `chars`); (0.0, 0.0) for no texts."""
+    ids = [i for row in tokenizer(list(texts), add_special_tokens=False)["input_ids"] for i in row] if texts else []
+    tokens = sum(i in banned for i in ids) / len(ids) if ids else 0.0
+    return tokens, (sum(any(c not in chars for c in t) for t in texts) / len(texts) if texts else 0.0)
+
+
+def report(args: argparse.Namespace) -> int:
+    import json
+
+    from llmgan.data import load_prepared
+    from llmgan.models import load_tokenizer
+
+    texts = list(load_prepared(args.dataset)[args.vocab_split]["response"])
+    tok = load_tokenizer(args.model)
+    banned = set(suppressed_ids(texts, tok, list(tok.all_special_ids), len(tok)))
+    chars = {c for t in texts for c in t}
+    print(f"{len(tok) - len(banned)} of {len(tok)} ids and {len(chars)} characters occur in the {len(texts)} "
+          f"{args.vocab_split} responses")
+    print("file | generated: tokens outside / texts with a new character | real: the same")
+    for path in args.report:
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
+        gen = outside_data([r["generated"] for r in rows], tok, banned, chars)
+        real = outside_data([r["real"] for r in rows], tok, banned, chars)
+        print(f"{path} | {100 * gen[0]:.1f} % / {100 * gen[1]:.1f} % | {100 * real[0]:.1f} % / {100 * real[1]:.1f} %")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sample_arguments(p)
     p.add_argument("--vocab-split", default="train", help="the split whose responses give the allowed ids")
+    p.add_argument("--report", nargs="+", default=None, metavar="FILE",
+                   help="sample nothing; print how much of these (real, generated) JSONL files lies outside the data")
     args = p.parse_args()
+    if args.report:
+        return report(args)
     if args.vocab_split == args.split:
         sys.exit(f"--vocab-split and --split are both '{args.split}': the allowed ids must come from another split "
                  "than the one sampled and judged")

@@ -237,6 +237,10 @@ def test_vocab_mask_suppresses_the_ids_no_text_uses(monkeypatch):
     # the texts use ids 0, 1, 3 ("a", "b", "d"); 6 is kept (an end token); ids 0-7 exist
     assert suppressed(["ab", "da"], Tok(), keep=[6], vocab_size=8) == [2, 4, 5, 7]
     assert suppressed([], Tok(), keep=[], vocab_size=3) == [0, 1, 2]
+    outside = load("vocab_mask").outside_data
+    # 5 tokens, 2 of them banned ("c" = 2, "e" = 4); one text of two has a character outside {a, b, c}
+    assert outside(["abc", "ae"], Tok(), banned={2, 4}, chars={"a", "b", "c"}) == (pytest.approx(2 / 5), 0.5)
+    assert outside([], Tok(), banned={1}, chars=set()) == (0.0, 0.0)
 
 
 def test_vocab_mask_script_writes_only_what_the_training_responses_use(tmp_path, tiny_model_dir, demo_data):
@@ -271,5 +275,7 @@ def test_vocab_mask_script_writes_only_what_the_training_responses_use(tmp_path,
     assert len(drafts) == 12 and sum(map(len, drafts)) > 24
     # byte pieces the data uses can still join into a byte sequence no character has (U+FFFD); nothing else is new
     assert {c for d in drafts for c in d} - {"\ufffd"} <= chars
+    shown = run("--report", str(tmp_path / "out" / "draw-0.jsonl"))
+    assert shown.returncode == 0 and shown.stdout.split("\n")[2].startswith(f"{tmp_path / 'out' / 'draw-0.jsonl'} | ")
     refused = run("--vocab-split", "validation")
     assert refused.returncode != 0 and "another split" in refused.stderr
