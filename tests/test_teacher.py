@@ -20,6 +20,12 @@ from llmgan.errors import LlmganError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
+
+def jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file, split on "\\n" only (as llmgan writes them): str.splitlines would also split a text
+    at U+2028, which a random tiny model can write inside a row."""
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").split("\n") if x.strip()]
+
 SYS = "You are a social media user. Write a reply to the following post."
 POSTS = ["Vote today!", "Taxes are too high.", "The council closed two libraries.", "Rain again this weekend."]
 REALS = ["lol no", "agreed, way too high", "who voted for this??", "typical"]
@@ -198,8 +204,8 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
     args = ["generate", str(demo_ds), "--model", str(tiny_model_dir), "-o", str(out), "--limit", "5",
             "--max-new-tokens", "6", "--seed", "3", "--quiet"]
     assert main(args + ["--best-of", "3", "--teacher", str(folder)]) == 0
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
-    draws = [[json.loads(x)["generated"] for x in (tmp_path / f"best.jsonl.draws/draw-{k}.jsonl").read_text().splitlines()]
+    rows = jsonl(out)
+    draws = [[r["generated"] for r in jsonl(tmp_path / f"best.jsonl.draws/draw-{k}.jsonl")]
              for k in range(3)]
     assert len(rows) == 5 and all(len(d) == 5 for d in draws)
     assert any(len({d[i] for d in draws}) > 1 for i in range(5))  # the draws differ, so the pick means something
@@ -207,22 +213,22 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
     prompts = [list(m) for m in load_prepared(demo_ds)["test"].select(range(5))["prompt"]]
     logits = torch.stack([teacher.logits(prompts, d) for d in draws])
     assert [r["generated"] for r in rows] == [draws[k][i] for i, k in enumerate(logits.argmax(0).tolist())]
-    cut = [[json.loads(x)["cut_at_cap"] for x in (tmp_path / f"best.jsonl.draws/draw-{k}.jsonl").read_text().splitlines()]
+    cut = [[r["cut_at_cap"] for r in jsonl(tmp_path / f"best.jsonl.draws/draw-{k}.jsonl")]
            for k in range(3)]  # each kept pick carries its draw's cut_at_cap
     assert [r["cut_at_cap"] for r in rows] == [cut[k][i] for i, k in enumerate(logits.argmax(0).tolist())]
     # draw k is plain sampling with seed --seed + k
     assert main(args[:-1] + ["-o", str(tmp_path / "plain.jsonl"), "--seed", "4", "--quiet"]) == 0
-    assert [json.loads(x)["generated"] for x in (tmp_path / "plain.jsonl").read_text().splitlines()] == draws[1]
+    assert [r["generated"] for r in jsonl(tmp_path / "plain.jsonl")] == draws[1]
     # run again: the draws are read back, the same picks
     capsys.readouterr()
     assert main(args[:-1] + ["--best-of", "3", "--teacher", str(folder)]) == 0
     assert capsys.readouterr().out.count("read back") == 3
-    assert [json.loads(x) for x in out.read_text().splitlines()] == rows
+    assert jsonl(out) == rows
     # draws kept without --end-ramp are not read back as draws with it: they are sampled again and replace them
     assert main(args[:-1] + ["--best-of", "3", "--teacher", str(folder), "--end-ramp", "2"]) == 0
     printed = capsys.readouterr().out
     assert "read back" not in printed and "rise from new token 2 to +8 at the cap of 6" in printed
-    kept = [json.loads(x) for x in (tmp_path / "best.jsonl.draws/draw-0.jsonl").read_text().splitlines()]
+    kept = jsonl(tmp_path / "best.jsonl.draws/draw-0.jsonl")
     assert {r["sampling"]["end_ramp"] for r in kept} == {2}
 
 
@@ -241,8 +247,8 @@ def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds
     done = subprocess.run([sys.executable, str(script), "--teachers", str(folder), "--draws", *draws,
                            "-o", str(tmp_path / "rank")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    picks = [json.loads(x) for x in (tmp_path / "rank" / "best-2-t0.jsonl").read_text().splitlines()]
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    picks = jsonl(tmp_path / "rank" / "best-2-t0.jsonl")
+    rows = jsonl(out)
     assert [r["generated"] for r in picks] == [r["generated"] for r in rows]
     summary = json.loads((tmp_path / "rank" / "summary.json").read_text())
     share = 100 * sum(r["cut_at_cap"] for r in rows) / len(rows)
@@ -254,7 +260,7 @@ def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds
 
     plain = []
     for k, f in enumerate(draws):
-        d = [json.loads(x) for x in Path(f).read_text().splitlines()]
+        d = jsonl(Path(f))
         assert isinstance(d[0]["prompt"], list)  # so the rows below differ in form
         plain.append(str(write_rows(output_rows([r["prompt"] for r in d], [r["real"] for r in d],
                                                 [r["generated"] for r in d]), tmp_path / f"plain-{k}.jsonl")))
@@ -264,7 +270,7 @@ def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds
     again = json.loads((tmp_path / "rank-plain" / "summary.json").read_text())
     assert again["picks"]["t0"]["mean_logit_under_each_teacher"] == pytest.approx(
         summary["picks"]["t0"]["mean_logit_under_each_teacher"], abs=1e-5)
-    picks = [json.loads(x) for x in (tmp_path / "rank-plain" / "best-2-t0.jsonl").read_text().splitlines()]
+    picks = jsonl(tmp_path / "rank-plain" / "best-2-t0.jsonl")
     assert [(r["prompt"], r["system"], r["generated"]) for r in picks] == \
         [(r["prompt"], r["system"], r["generated"]) for r in rows]
 
