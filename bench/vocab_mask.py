@@ -19,12 +19,12 @@ responses never use get -inf, all others 0.
   python bench/vocab_mask.py data/right-post --split validation --limit 250 \\
       --model runs/r37-post-sft/final/generator --n 4 --seed 1100 --max-new-tokens 71 -o out/r40/post-val-mask.draws
 
-With --report FILE ..., it samples nothing and prints, for each JSONL file of (real, generated) rows, the share of
-tokens outside the allowed ids and the share of texts with a character no train response has, for the generated and
-the real texts (the figures behind the "Why" above):
+`report` samples nothing: for each JSONL file of (real, generated) rows it prints the share of tokens outside the
+allowed ids and the share of texts with a character no train response has, for the generated and the real texts (the
+figures behind the "Why" above):
 
-  python bench/vocab_mask.py data/right-post --model runs/r37-post-sft/final/generator --max-new-tokens 71 \\
-      -o out/r40/report --report out/r37/post-val-sft-d0.jsonl
+  python bench/vocab_mask.py report data/right-post --model runs/r37-post-sft/final/generator \\
+      out/r37/post-val-sft-d0.jsonl out/r40/post-val-mask.draws/draw-0.jsonl
 
 Sampling writes OUT/vocab.json (the allowed and suppressed counts, the suppressed ids) and OUT/draw-k.jsonl in the format of
 `llmgan generate --best-of`'s draws folder; rank them with bench/teacher_ensemble.py and judge them with `llmgan
@@ -59,20 +59,37 @@ def outside_data(texts: list[str], tokenizer, banned: set[int], chars: set[str])
     return tokens, (sum(any(c not in chars for c in t) for t in texts) / len(texts) if texts else 0.0)
 
 
-def report(args: argparse.Namespace) -> int:
+def vocabulary_texts(dataset: str, split: str) -> list[str]:
+    """The responses of `split` in a prepared folder; exits naming the folder's splits when it has no such split."""
+    from llmgan.data import load_prepared
+
+    data = load_prepared(dataset)
+    if split not in data:
+        sys.exit(f"split '{split}' not in {dataset}; splits: {', '.join(data)}")
+    return list(data[split]["response"])
+
+
+def report(argv: list[str]) -> int:
     import json
 
-    from llmgan.data import load_prepared
     from llmgan.models import load_tokenizer
 
-    texts = list(load_prepared(args.dataset)[args.vocab_split]["response"])
+    p = argparse.ArgumentParser(prog="vocab_mask.py report",
+                                description="how much of (real, generated) JSONL files lies outside the training "
+                                            "responses' token ids and characters; samples nothing")
+    p.add_argument("dataset", help="a prepared data folder (llmgan prepare)")
+    p.add_argument("--model", required=True, help="the model whose tokenizer encodes the texts")
+    p.add_argument("--vocab-split", default="train", help="the split whose responses give the allowed ids")
+    p.add_argument("files", nargs="+", help="JSONL files with `real` and `generated` per row")
+    args = p.parse_args(argv)
+    texts = vocabulary_texts(args.dataset, args.vocab_split)
     tok = load_tokenizer(args.model)
     banned = set(suppressed_ids(texts, tok, list(tok.all_special_ids), len(tok)))
     chars = {c for t in texts for c in t}
     print(f"{len(tok) - len(banned)} of {len(tok)} ids and {len(chars)} characters occur in the {len(texts)} "
           f"{args.vocab_split} responses")
     print("file | generated: tokens outside / texts with a new character | real: the same")
-    for path in args.report:
+    for path in args.files:
         rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
         gen = outside_data([r["generated"] for r in rows], tok, banned, chars)
         real = outside_data([r["real"] for r in rows], tok, banned, chars)
@@ -80,28 +97,23 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        return report(argv[1:])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sample_arguments(p)
     p.add_argument("--vocab-split", default="train", help="the split whose responses give the allowed ids")
-    p.add_argument("--report", nargs="+", default=None, metavar="FILE",
-                   help="sample nothing; print how much of these (real, generated) JSONL files lies outside the data")
-    args = p.parse_args()
-    if args.report:
-        return report(args)
+    args = p.parse_args(argv)
     if args.vocab_split == args.split:
         sys.exit(f"--vocab-split and --split are both '{args.split}': the allowed ids must come from another split "
                  "than the one sampled and judged")
+    texts = vocabulary_texts(args.dataset, args.vocab_split)
 
     def prepare(model, tok, out: Path) -> None:
-        from llmgan.data import load_prepared
         from llmgan.generator import end_token_ids
         from llmgan.io import write_json
 
-        data = load_prepared(args.dataset)
-        if args.vocab_split not in data:
-            sys.exit(f"split '{args.vocab_split}' not in {args.dataset}; splits: {', '.join(data)}")
-        texts = list(data[args.vocab_split]["response"])
         size = model.get_output_embeddings().weight.shape[0]
         keep = end_token_ids(model, tok) + list(tok.all_special_ids)
         banned = suppressed_ids(texts, tok, keep, size)

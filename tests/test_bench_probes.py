@@ -275,7 +275,9 @@ def test_vocab_mask_script_writes_only_what_the_training_responses_use(tmp_path,
     assert len(drafts) == 12 and sum(map(len, drafts)) > 24
     # byte pieces the data uses can still join into a byte sequence no character has (U+FFFD); nothing else is new
     assert {c for d in drafts for c in d} - {"\ufffd"} <= chars
-    shown = run("--report", str(tmp_path / "out" / "draw-0.jsonl"))
+    shown = subprocess.run([sys.executable, str(BENCH / "vocab_mask.py"), "report", str(demo_data), "--model",
+                            str(tiny_model_dir), str(tmp_path / "out" / "draw-0.jsonl")],
+                           capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0 and shown.stdout.split("\n")[2].startswith(f"{tmp_path / 'out' / 'draw-0.jsonl'} | ")
     refused = run("--vocab-split", "validation")
     assert refused.returncode != 0 and "another split" in refused.stderr
