@@ -29,7 +29,7 @@ figures behind the "Why" above):
 Sampling writes OUT/vocab.json (the allowed and suppressed counts, the suppressed ids) and OUT/draw-k.jsonl in the format of
 `llmgan generate --best-of`'s draws folder; rank them with bench/teacher_ensemble.py and judge them with `llmgan
 evaluate --compare`. The vocabulary always comes from the train split of the same prepared folder, never from the
-split that is sampled. One CPU as above (about 3.5 min a draw of 250 topics on the 2-core machine, the 135M model);
+split that is sampled. One CPU as above (about 3.8 min a draw of 250 topics on the 2-core machine, the 135M model);
 one GPU: --device cuda. An interrupted run keeps the finished draws and samples only the rest when run again.
 """
 
