@@ -20,8 +20,8 @@ responses never use get -inf, all others 0.
       --model runs/r37-post-sft/final/generator --n 4 --seed 1100 --max-new-tokens 71 -o out/r40/post-val-mask.draws
 
 `report` samples nothing: for each JSONL file of (real, generated) rows it prints the share of tokens outside the
-allowed ids and the share of texts with a character no train response has, for the generated and the real texts (the
-figures behind the "Why" above):
+allowed ids and the share of texts with a character no train response has, for the generated and the real texts, and
+what kinds of characters those are in the generated texts (the figures behind the "Why" above):
 
   python bench/vocab_mask.py report data/right-post --model runs/r37-post-sft/final/generator \\
       out/r37/post-val-sft-d0.jsonl out/r40/post-val-mask.draws/draw-0.jsonl
@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
+from collections import Counter
 from pathlib import Path
 
 from unigram_bias import add_sample_arguments, sample_draws
@@ -69,6 +71,12 @@ def vocabulary_texts(dataset: str, split: str) -> list[str]:
     return list(data[split]["response"])
 
 
+def new_characters(texts: list[str], chars: set[str]) -> Counter:
+    """How often each kind of character not in `chars` occurs in the texts, the kind being the first word of its
+    Unicode name ("CYRILLIC", "HEBREW", "REPLACEMENT" for U+FFFD, "FACE" and others for emoji; "?" when unnamed)."""
+    return Counter(unicodedata.name(c, "?").split()[0] for t in texts for c in t if c not in chars)
+
+
 def report(argv: list[str]) -> int:
     import json
 
@@ -94,6 +102,8 @@ def report(argv: list[str]) -> int:
         gen = outside_data([r["generated"] for r in rows], tok, banned, chars)
         real = outside_data([r["real"] for r in rows], tok, banned, chars)
         print(f"{path} | {100 * gen[0]:.1f} % / {100 * gen[1]:.1f} % | {100 * real[0]:.1f} % / {100 * real[1]:.1f} %")
+        kinds = new_characters([r["generated"] for r in rows], chars).most_common()
+        print("    generated, characters outside the data by kind: " + (", ".join(f"{k} {n}" for k, n in kinds) or "none"))
     return 0
 
 

@@ -241,6 +241,8 @@ def test_vocab_mask_suppresses_the_ids_no_text_uses(monkeypatch):
     # 5 tokens, 2 of them banned ("c" = 2, "e" = 4); one text of two has a character outside {a, b, c}
     assert outside(["abc", "ae"], Tok(), banned={2, 4}, chars={"a", "b", "c"}) == (pytest.approx(2 / 5), 0.5)
     assert outside([], Tok(), banned={1}, chars=set()) == (0.0, 0.0)
+    kinds = load("vocab_mask").new_characters(["aЖж\ufffd", "b?"], chars={"a", "b", "?"})
+    assert kinds == {"CYRILLIC": 2, "REPLACEMENT": 1}
 
 
 def test_vocab_mask_script_writes_only_what_the_training_responses_use(tmp_path, tiny_model_dir, demo_data):
@@ -278,6 +280,8 @@ def test_vocab_mask_script_writes_only_what_the_training_responses_use(tmp_path,
     shown = subprocess.run([sys.executable, str(BENCH / "vocab_mask.py"), "report", str(demo_data), "--model",
                             str(tiny_model_dir), str(tmp_path / "out" / "draw-0.jsonl")],
                            capture_output=True, text=True, timeout=300)
-    assert shown.returncode == 0 and shown.stdout.split("\n")[2].startswith(f"{tmp_path / 'out' / 'draw-0.jsonl'} | ")
+    lines = shown.stdout.split("\n")
+    assert shown.returncode == 0 and lines[2].startswith(f"{tmp_path / 'out' / 'draw-0.jsonl'} | ")
+    assert lines[3].startswith("    generated, characters outside the data by kind: ")
     refused = run("--vocab-split", "validation")
     assert refused.returncode != 0 and "another split" in refused.stderr
