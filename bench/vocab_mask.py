@@ -26,11 +26,11 @@ what kinds of characters those are in the generated texts (the figures behind th
   python bench/vocab_mask.py report data/right-post --model runs/r37-post-sft/final/generator \\
       out/r37/post-val-sft-d0.jsonl out/r40/post-val-mask.draws/draw-0.jsonl
 
-Sampling writes OUT/vocab.json (the allowed and suppressed counts, the suppressed ids) and OUT/draw-k.jsonl in the format of
-`llmgan generate --best-of`'s draws folder; rank them with bench/teacher_ensemble.py and judge them with `llmgan
-evaluate --compare`. The vocabulary always comes from the train split of the same prepared folder, never from the
-split that is sampled. One CPU as above (about 3.8 min a draw of 250 topics on the 2-core machine, the 135M model);
-one GPU: --device cuda. An interrupted run keeps the finished draws and samples only the rest when run again.
+Sampling writes OUT/vocab.json (the allowed and suppressed counts, the suppressed ids) and OUT/draw-k.jsonl in the
+format of `llmgan generate --best-of`'s draws folder; rank them with bench/teacher_ensemble.py and judge them with
+`llmgan evaluate --compare`. The vocabulary comes from --vocab-split (train) of the same prepared folder, never from
+the split that is sampled. One CPU as above (about 3.8 min a draw of 250 topics on the 2-core machine, the 135M
+model); one GPU: --device cuda. An interrupted run keeps the finished draws and samples only the rest when run again.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def report(argv: list[str]) -> int:
         real = outside_data([r["real"] for r in rows], tok, banned, chars)
         print(f"{path} | {100 * gen[0]:.1f} % / {100 * gen[1]:.1f} % | {100 * real[0]:.1f} % / {100 * real[1]:.1f} %")
         kinds = new_characters([r["generated"] for r in rows], chars).most_common()
-        print("    generated, characters outside the data by kind: " + (", ".join(f"{k} {n}" for k, n in kinds) or "none"))
+        listed = ", ".join(f"{k} {n}" for k, n in kinds) or "none"
+        print(f"    generated, characters outside the data by kind: {listed}")
     return 0
 
 
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         size = model.get_output_embeddings().weight.shape[0]
         keep = end_token_ids(model, tok) + list(tok.all_special_ids)
         banned = suppressed_ids(texts, tok, keep, size)
-        write_json(out / "vocab.json", {"dataset": str(args.dataset), "split": args.vocab_split, "responses": len(texts),
-                                        "vocab_size": size, "allowed": size - len(banned), "suppressed": len(banned),
-                                        "suppressed_ids": banned})
+        write_json(out / "vocab.json", {"dataset": str(args.dataset), "split": args.vocab_split,
+                                        "responses": len(texts), "vocab_size": size, "allowed": size - len(banned),
+                                        "suppressed": len(banned), "suppressed_ids": banned})
         print(f"{size - len(banned)} of {size} ids allowed (from {len(texts)} {args.vocab_split} responses); "
               f"{len(banned)} suppressed -> {out / 'vocab.json'}", flush=True)
         model.generation_config.suppress_tokens = banned

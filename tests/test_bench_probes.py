@@ -246,16 +246,17 @@ def test_vocab_mask_suppresses_the_ids_no_text_uses(monkeypatch):
 
 
 def test_vocab_mask_script_writes_only_what_the_training_responses_use(tmp_path, tiny_model_dir, demo_data):
-    """The command as RESULTS.md runs it, on a tiny random model: every character of every draw occurs in the train
-    split's responses but U+FFFD (a random model over the whole vocabulary writes foreign characters at once), the suppressed
-    ids are those the train responses' encoding lacks, and a run that would take its vocabulary from the split it
-    samples is refused before any model loads."""
+    """The command as RESULTS.md runs it, on a tiny random model: every character of every draw but U+FFFD occurs in
+    the train split's responses (a random model over the whole vocabulary writes foreign characters at once), the
+    suppressed ids are exactly those the train responses' encoding lacks less the end and special tokens, `report`
+    reads the draws back, and a run that would take its vocabulary from the split it samples is refused."""
     import json
     import subprocess
     import sys
 
     from llmgan.data import load_prepared
-    from llmgan.models import load_tokenizer
+    from llmgan.generator import end_token_ids
+    from llmgan.models import load_model, load_tokenizer
 
     def run(*extra):
         return subprocess.run([sys.executable, str(BENCH / "vocab_mask.py"), str(demo_data), "--split", "validation",
@@ -270,7 +271,8 @@ def test_vocab_mask_script_writes_only_what_the_training_responses_use(tmp_path,
     vocab = json.loads((tmp_path / "out" / "vocab.json").read_text())
     tok = load_tokenizer(str(tiny_model_dir))
     used = {i for ids in tok(train, add_special_tokens=False)["input_ids"] for i in ids}
-    assert set(range(len(tok))) - set(vocab["suppressed_ids"]) >= used and not used & set(vocab["suppressed_ids"])
+    keep = set(end_token_ids(load_model(str(tiny_model_dir)), tok)) | set(tok.all_special_ids)
+    assert vocab["suppressed_ids"] == sorted(set(range(len(tok))) - used - keep)
     assert vocab["allowed"] + vocab["suppressed"] == vocab["vocab_size"] == len(tok)
     drafts = [json.loads(line)["generated"] for k in range(2)
               for line in (tmp_path / "out" / f"draw-{k}.jsonl").read_text(encoding="utf-8").split("\n") if line]
