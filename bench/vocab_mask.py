@@ -41,6 +41,7 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
+from surface_teacher import read_jsonl
 from unigram_bias import add_sample_arguments, sample_draws
 
 
@@ -78,8 +79,6 @@ def new_characters(texts: list[str], chars: set[str]) -> Counter:
 
 
 def report(argv: list[str]) -> int:
-    import json
-
     from llmgan.models import load_tokenizer
 
     p = argparse.ArgumentParser(prog="vocab_mask.py report",
@@ -98,7 +97,7 @@ def report(argv: list[str]) -> int:
           f"{args.vocab_split} responses")
     print("file | generated: tokens outside / texts with a new character | real: the same")
     for path in args.files:
-        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
+        rows = read_jsonl(Path(path))
         gen = outside_data([r["generated"] for r in rows], tok, banned, chars)
         real = outside_data([r["real"] for r in rows], tok, banned, chars)
         print(f"{path} | {100 * gen[0]:.1f} % / {100 * gen[1]:.1f} % | {100 * real[0]:.1f} % / {100 * real[1]:.1f} %")
