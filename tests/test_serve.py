@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from test_export import SELECTED_CAP, make_fake_run
+from test_export import SELECTED_CAP, SELECTED_P, SELECTED_T, make_fake_run
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "agent"
@@ -246,6 +246,15 @@ def test_best_of_answers_with_the_teacher_s_pick(best_of_server, run_export):
     assert torch.allclose(torch.tensor(x["teacher_logits"]), expected, atol=1e-4)
     assert x["picked"] == int(expected.argmax()) and a["choices"][0]["message"]["content"] == x["draws"][x["picked"]]
     assert a["usage"]["completion_tokens"] == 6 and x["completion_tokens_all_draws"] == 18
+    # the served defaults (temperature 0.9, top-p 0.95) are not the tiny teacher's warm-up sampling (1.0, 1.0):
+    # said at start-up and in every answer sampled otherwise; a request sampled as the teacher's samples has no note
+    assert "warning: the served sampling differs from the samples the teacher was warmed up on" in srv.log.read_text()
+    assert x["sampling_differs_from_teacher"] == [f"temperature {SELECTED_T:g} (the teacher's samples: 1)",
+                                                  f"top-p {SELECTED_P:g} (the teacher's samples: 1)"]
+    status, same = ask(seed=5, temperature=1.0, top_p=1.0)
+    assert status == 200 and "sampling_differs_from_teacher" not in same["llmgan"]
+    assert ask(seed=5, temperature=0.5)[1]["llmgan"]["sampling_differs_from_teacher"] == [
+        "temperature 0.5 (the teacher's samples: 1)", f"top-p {SELECTED_P:g} (the teacher's samples: 1)"]
     status, b = ask(seed=6)  # its draws are seeded 6, 7, 8: the first request's draws 1 and 2 come first
     assert status == 200 and b["llmgan"]["draws"][:2] == x["draws"][1:]
     assert ask(seed=5)[1]["llmgan"] == x  # the same request, the same draws and pick

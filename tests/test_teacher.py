@@ -216,8 +216,14 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
     cut = [[r["cut_at_cap"] for r in jsonl(tmp_path / f"best.jsonl.draws/draw-{k}.jsonl")]
            for k in range(3)]  # each kept pick carries its draw's cut_at_cap
     assert [r["cut_at_cap"] for r in rows] == [cut[k][i] for i, k in enumerate(logits.argmax(0).tolist())]
-    # draw k is plain sampling with seed --seed + k
+    # draw k is plain sampling with seed --seed + k, at the temperature and top-p of the teacher's warm-up samples
+    # (its config's, the defaults of --best-of; plain generate's own are 0.8 and 0.95)
+    printed = capsys.readouterr().out
+    assert "--temperature 1: as the teacher's warm-up samples" in printed and "--top-p 1: as the" in printed
     assert main(args[:-1] + ["-o", str(tmp_path / "plain.jsonl"), "--seed", "4", "--quiet"]) == 0
+    assert [r["generated"] for r in jsonl(tmp_path / "plain.jsonl")] != draws[1]
+    assert main(args[:-1] + ["-o", str(tmp_path / "plain.jsonl"), "--seed", "4", "--quiet", "--temperature", "1",
+                             "--top-p", "1"]) == 0
     assert [r["generated"] for r in jsonl(tmp_path / "plain.jsonl")] == draws[1]
     # run again: the draws are read back, the same picks
     capsys.readouterr()
@@ -286,6 +292,35 @@ def test_best_of_arguments_are_checked_before_any_model_loads(demo_ds, tmp_path,
                  *extra]) != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_sampling_differences_name_each_setting_the_teacher_s_samples_were_not_drawn_with(tiny_model_dir):
+    from llmgan.adversarial.teacher import sampling_differences
+
+    cfg = tiny_teacher_cfg(tiny_model_dir, "generation.temperature=1.0", "generation.top_p=1.0",
+                           "generation.max_new_tokens=71").generation
+    assert sampling_differences(cfg, 1.0, 1.0, 71) == [] and sampling_differences(cfg, 1, 1) == []
+    assert sampling_differences(cfg, 0.92, 1.0, 71) == ["temperature 0.92 (the teacher's samples: 1)"]
+    assert sampling_differences(cfg, 1.0, 0.95, 80, end_ramp=50) == [
+        "top-p 0.95 (the teacher's samples: 1)", "at most 80 new tokens (the teacher's samples: 71)",
+        "an end-of-text ramp (the teacher's samples had none)"]
+    assert sampling_differences(cfg, 1.0, 1.0, None) == []  # the cap left out: not compared
+
+
+def test_generate_best_of_warns_before_sampling_when_the_teacher_s_samples_were_drawn_otherwise(
+        trained, demo_ds, tmp_path, capsys):
+    """The warning comes before any model loads (here the model folder does not exist, so the command stops
+    there), and names what differs; drawn as the teacher's samples were, there is none."""
+    _, folder = trained
+    teacher_cap = load_config(folder / "config.yaml").generation.max_new_tokens
+    args = ["generate", str(demo_ds), "--model", str(tmp_path / "no-model"), "-o", str(tmp_path / "o.jsonl"),
+            "--best-of", "2", "--teacher", str(folder), "--max-new-tokens", str(teacher_cap)]
+    assert main(args + ["--temperature", "0.7"]) != 0
+    printed = capsys.readouterr()
+    assert "warning: these draws are sampled otherwise than the samples --teacher" in printed.out
+    assert "temperature 0.7 (the teacher's samples: 1)" in printed.out and "no-model" in printed.err
+    assert main(args + ["--temperature", "1.0", "--top-p", "1.0"]) != 0
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_same_model_compares_folders_resolved_and_ids_as_written(tmp_path):

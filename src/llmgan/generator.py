@@ -20,7 +20,11 @@ of --seed), each scored by the run's discriminator at the end of its warm-up (`l
 one it scores most human is kept. This is reranking at sampling time, not training: N times the sampling cost,
 and the generator is unchanged. On held-out TWON replies best of 4 from the SFT model under its teacher is
 harder to detect than one SFT sample, for each of three teachers (RESULTS.md, "Reranking with the teacher,
-shipped"). Finished draws are kept in OUTPUT.draws/ and read back by the same command run again.
+shipped"). Finished draws are kept in OUTPUT.draws/ and read back by the same command run again. The draws are
+sampled by default as the teacher's warm-up samples were (its config's temperature, top-p and cap), since a teacher
+ranks well only such samples: a teacher warmed up at temperature 1.0 ranking drafts at 0.92 picked texts no harder
+to detect than an unranked draft (RESULTS.md, "A teacher ranks only its own kind of drafts"); other sampling is
+warned about before any model loads.
 
 --end-ramp auto (experimental, default off): after the training responses' 75th percentile of tokens, the end token's
 log-odds rise linearly to +8 at the cap, so long texts end where the model finds an end plausible rather than
@@ -53,6 +57,7 @@ __all__ = ["generate_responses", "GenerationInterrupted", "trim_incomplete_chara
            "resolve_end_ramp", "add_arguments", "run"]
 
 DEFAULT_MAX_NEW_TOKENS = 64  # the evaluation rows of RESULTS.md, for models that carry no cap of their own
+DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.8, 0.95  # `llmgan generate` without --teacher (with one: its samples')
 END_RAMP_BIAS = 8.0  # --end-ramp's log-odds bias on the end token at the cap (fixed a priori, not tuned)
 END_RAMP_QUANTILE = "75"  # --end-ramp auto: the ramp starts at this percentile of the training responses' tokens
 
@@ -299,11 +304,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="split to generate for (default test)")
     p.add_argument("--model", default=None, help="HF model id, local folder or adapter folder (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--system-prompt", default=None, help="replace the dataset's system message")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"sampling temperature (default {DEFAULT_TEMPERATURE}; with --teacher, the temperature the "
+                        "teacher's warm-up samples were drawn at)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help=f"nucleus sampling (default {DEFAULT_TOP_P}; with --teacher, as the teacher's warm-up samples)")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="maximum new tokens (default: as trained, the run's data-derived cap when --model is a generator "
-                        f"folder of a run with RUN/data_caps.json; else {DEFAULT_MAX_NEW_TOKENS})")
+                   help="maximum new tokens (default: with --teacher, the cap of the teacher's warm-up samples; "
+                        "else as trained, the run's data-derived cap when --model is a generator folder of a run with "
+                        f"RUN/data_caps.json; else {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default 16)")
@@ -346,15 +355,6 @@ def run(args: argparse.Namespace) -> int:
     from llmgan.data import load_prepared
     from llmgan.models import load_model, load_tokenizer
 
-    if args.max_new_tokens is None:
-        trained = trained_max_new_tokens(args.model)
-        args.max_new_tokens = trained[0] if trained else DEFAULT_MAX_NEW_TOKENS
-        if trained:
-            print(f"--max-new-tokens {trained[0]}: as trained ({trained[1]})")
-    if args.temperature <= 0 or not 0 < args.top_p <= 1 or args.max_new_tokens < 1 or args.batch_size < 1:
-        raise LlmganError("need --temperature > 0, 0 < --top-p <= 1, --max-new-tokens >= 1 and --batch-size >= 1")
-    if args.offset < 0 or (args.limit is not None and args.limit < 1):
-        raise LlmganError(f"need --offset >= 0 and --limit >= 1 (got --offset {args.offset}, --limit {args.limit})")
     if args.best_of != 1 or args.teacher:
         from llmgan.adversarial.teacher import check_best_of
 
@@ -362,16 +362,44 @@ def run(args: argparse.Namespace) -> int:
     if args.best_of > 1 and args.greedy:
         raise LlmganError(f"--best-of {args.best_of} with --greedy: greedy decoding gives the same response every draw; "
                           "drop --greedy (the draws are sampled with --temperature and --top-p)")
+    teacher_sampling = None  # generation.* of the teacher's config: how its warm-up samples were drawn
+    if args.teacher:
+        from llmgan.adversarial.teacher import CONFIG_FILE, check_teacher
+        from llmgan.config import load_config
+
+        teacher_sampling = load_config(check_teacher(args.teacher) / CONFIG_FILE).generation
+        flags = (("--temperature", "temperature"), ("--top-p", "top_p"), ("--max-new-tokens", "max_new_tokens"))
+        for flag, key in flags:
+            if getattr(args, key) is None:
+                setattr(args, key, getattr(teacher_sampling, key))
+                print(f"{flag} {getattr(args, key):g}: as the teacher's warm-up samples ({args.teacher})")
+    if args.max_new_tokens is None:
+        trained = trained_max_new_tokens(args.model)
+        args.max_new_tokens = trained[0] if trained else DEFAULT_MAX_NEW_TOKENS
+        if trained:
+            print(f"--max-new-tokens {trained[0]}: as trained ({trained[1]})")
+    args.temperature = DEFAULT_TEMPERATURE if args.temperature is None else args.temperature
+    args.top_p = DEFAULT_TOP_P if args.top_p is None else args.top_p
+    if args.temperature <= 0 or not 0 < args.top_p <= 1 or args.max_new_tokens < 1 or args.batch_size < 1:
+        raise LlmganError("need --temperature > 0, 0 < --top-p <= 1, --max-new-tokens >= 1 and --batch-size >= 1")
+    if args.offset < 0 or (args.limit is not None and args.limit < 1):
+        raise LlmganError(f"need --offset >= 0 and --limit >= 1 (got --offset {args.offset}, --limit {args.limit})")
     args.end_ramp = resolve_end_ramp(args.end_ramp, args.model, args.max_new_tokens)
     if args.end_ramp is not None:
         print(f"--end-ramp: the end token's log-odds rise from new token {args.end_ramp} to +{END_RAMP_BIAS:g} at the "
               f"cap of {args.max_new_tokens}")
     check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
     check_device(args.device)
-    if args.teacher:
-        from llmgan.adversarial.teacher import check_teacher
+    if teacher_sampling is not None:
+        from llmgan.adversarial.teacher import sampling_differences
 
-        check_teacher(args.teacher)
+        differs = sampling_differences(teacher_sampling, args.temperature, args.top_p, args.max_new_tokens,
+                                       args.end_ramp)
+        if differs:  # before any model loads: the user may stop here
+            print(f"warning: these draws are sampled otherwise than the samples --teacher {args.teacher} was warmed "
+                  f"up on: {'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (post "
+                  "validation: a teacher warmed up at temperature 1.0 picked drafts at 0.92 no less detectable than "
+                  "unranked ones; RESULTS.md, thirty-first session)", flush=True)
     ds = load_prepared(args.dataset)
     if args.split not in ds:
         raise LlmganError(f"split '{args.split}' not in {args.dataset}; splits: {', '.join(ds)}")

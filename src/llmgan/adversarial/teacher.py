@@ -85,6 +85,27 @@ def check_best_of(n: int, teacher: Optional[str]) -> None:
                             "and --teacher needs --best-of N > 1")
 
 
+def sampling_differences(g: Any, temperature: float, top_p: float, max_new_tokens: Optional[int] = None,
+                         end_ramp: Optional[int] = None) -> list[str]:
+    """How draws sampled with these settings differ from the start-model samples a teacher was warmed up on
+    (`g`: the generation section of its config.yaml, which the warm-up pool was sampled with, the cap the run's);
+    [] when they do not. max_new_tokens None: the cap is not compared (a server's max_tokens is the client's).
+
+    A teacher ranks well only the kind of samples it learned from (RESULTS.md, thirty-first session, post
+    validation): warmed up at temperature 1.0 and given drafts at 0.92 alone, its pick was no harder to detect
+    than an unranked draft; given drafts at 1.0 and 0.92 together, it took most picks from the 0.92 drafts."""
+    diffs = []
+    if abs(float(temperature) - float(g.temperature)) > 1e-9:
+        diffs.append(f"temperature {temperature:g} (the teacher's samples: {g.temperature:g})")
+    if abs(float(top_p) - float(g.top_p)) > 1e-9:
+        diffs.append(f"top-p {top_p:g} (the teacher's samples: {g.top_p:g})")
+    if max_new_tokens is not None and int(max_new_tokens) != int(g.max_new_tokens):
+        diffs.append(f"at most {max_new_tokens} new tokens (the teacher's samples: {g.max_new_tokens})")
+    if end_ramp is not None:
+        diffs.append("an end-of-text ramp (the teacher's samples had none)")
+    return diffs
+
+
 def same_model(a: str, b: str) -> bool:
     """Whether two model names or paths name the same model (equal, or folders that resolve to one)."""
     pa, pb = Path(a).expanduser(), Path(b).expanduser()

@@ -11,7 +11,10 @@ How a request is answered (transformers engine only; the request has passed serv
               none, as the chat template renders it) and each draw's text: D's logit, higher = more human.
   3. answer   the draw with the highest logit (the first on ties) is the response, as the engine wrote it, plus
               an `llmgan` field: best_of, picked, teacher_logits, draws (every draw's text) and
-              completion_tokens_all_draws (what the N draws cost; `usage` is the picked draw's).
+              completion_tokens_all_draws (what the N draws cost; `usage` is the picked draw's), and, when the
+              request samples at another temperature or top-p than the teacher's warm-up samples were drawn
+              at, sampling_differs_from_teacher (a teacher ranks well only samples drawn as its own were:
+              RESULTS.md, thirty-first session).
 An engine error on any draw is the answer. A streamed request is refused (400): nothing can be sent before
 all N draws are scored. --continuous-batching is refused with --best-of: in transformers 5.24 four identical
 requests sent together made its batching loop fail (IndexError in the embedding; BENCHMARKS.md), and one at
@@ -80,10 +83,13 @@ class BestOf:
     (an llmgan.adversarial.teacher.Teacher); `text_of` turns a message's content into text (serve's
     message_text, passed in because serve imports this module)."""
 
-    def __init__(self, teacher: Any, n: int, default_system: Optional[str], text_of: Callable[[Any], Optional[str]]):
+    def __init__(self, teacher: Any, n: int, default_system: Optional[str], text_of: Callable[[Any], Optional[str]],
+                 default_sampling: Optional[dict] = None):
         if n < 2:
             raise LlmganError(f"--best-of {n}: needs N >= 2")
         self.teacher, self.n, self.default_system, self.text_of = teacher, n, default_system, text_of
+        # the served temperature and top-p, for a request that sets neither (generation_config.json)
+        self.default_sampling = default_sampling or {"temperature": 1.0, "top_p": 1.0}
         # one scoring at a time: the encoder stops its forward pass at D's layer with a hook on the shared model,
         # which a second request scoring in another thread at the same moment would trip
         self.lock = threading.Lock()
@@ -128,7 +134,18 @@ class BestOf:
         answer["llmgan"] = {"best_of": self.n, "picked": picked, "teacher_logits": [round(float(x), 6) for x in logits],
                             "draws": texts, "completion_tokens_all_draws":
                                 sum(int((a.get("usage") or {}).get("completion_tokens") or 0) for _, a in answers)}
+        differs = self.sampling_differences(body)
+        if differs:
+            answer["llmgan"]["sampling_differs_from_teacher"] = differs
         return 200, answer
+
+    def sampling_differences(self, body: dict) -> list[str]:
+        """How this request's draws are sampled otherwise than the teacher's warm-up samples (temperature, top-p;
+        the served defaults where the request sets none); [] when they are not."""
+        from llmgan.adversarial.teacher import sampling_differences
+
+        got = {k: body[k] if body.get(k) is not None else self.default_sampling[k] for k in ("temperature", "top_p")}
+        return sampling_differences(self.teacher.cfg.generation, got["temperature"], got["top_p"])
 
 
 def check_arguments(n: int, teacher: Optional[str], engine: str, continuous_batching: bool = False) -> None:
@@ -147,8 +164,9 @@ def check_arguments(n: int, teacher: Optional[str], engine: str, continuous_batc
 
 
 def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[str],
-                 text_of: Callable[[Any], Optional[str]]) -> BestOf:
-    """Load RUN/teacher (its start model and D's weights) for serving; prints what it loaded."""
+                 text_of: Callable[[Any], Optional[str]], default_sampling: Optional[dict] = None) -> BestOf:
+    """Load RUN/teacher (its start model and D's weights) for serving; prints what it loaded, and a warning when the
+    served sampling defaults differ from those of the teacher's warm-up samples."""
     from llmgan.adversarial.teacher import SUMMARY_FILE, Teacher
 
     if device == "auto":
@@ -163,4 +181,11 @@ def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[s
     print(f"  best of {n} under the teacher in {teacher.folder} (D on {teacher.cfg.model.name}"
           + (f", held-out AUROC {auroc:.3f}" if isinstance(auroc, (int, float)) else "") + "); streaming is refused",
           flush=True)
-    return BestOf(teacher, n, default_system, text_of)
+    best = BestOf(teacher, n, default_system, text_of, default_sampling)
+    differs = best.sampling_differences({})
+    if differs:
+        print(f"  warning: the served sampling differs from the samples the teacher was warmed up on: "
+              f"{'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (RESULTS.md, "
+              "thirty-first session); a request that differs gets the list in llmgan.sampling_differs_from_teacher",
+              flush=True)
+    return best
