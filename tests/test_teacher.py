@@ -308,19 +308,20 @@ def test_sampling_differences_name_each_setting_the_teacher_s_samples_were_not_d
 
 
 def test_generate_best_of_warns_before_sampling_when_the_teacher_s_samples_were_drawn_otherwise(
-        trained, demo_ds, tmp_path, capsys):
+        trained, demo_ds, tiny_model_dir, tmp_path, capsys):
     """The warning comes before any model loads (here the model folder does not exist, so the command stops
-    there), and names what differs; drawn as the teacher's samples were, there is none."""
+    there) and names what differs, the model included; drawn as the teacher's samples were, there is none."""
     _, folder = trained
     teacher_cap = load_config(folder / "config.yaml").generation.max_new_tokens
-    args = ["generate", str(demo_ds), "--model", str(tmp_path / "no-model"), "-o", str(tmp_path / "o.jsonl"),
-            "--best-of", "2", "--teacher", str(folder), "--max-new-tokens", str(teacher_cap)]
-    assert main(args + ["--temperature", "0.7"]) != 0
+    args = ["generate", str(demo_ds), "-o", str(tmp_path / "o.jsonl"), "--best-of", "2", "--teacher", str(folder),
+            "--max-new-tokens", str(teacher_cap), "--limit", "2", "--quiet"]
+    assert main(args + ["--model", str(tmp_path / "no-model"), "--temperature", "0.7"]) != 0
     printed = capsys.readouterr()
     assert "warning: these draws are sampled otherwise than the samples --teacher" in printed.out
+    assert f"--model {tmp_path / 'no-model'} (the teacher's samples: {tiny_model_dir})" in printed.out
     assert "temperature 0.7 (the teacher's samples: 1)" in printed.out and "no-model" in printed.err
-    assert main(args + ["--temperature", "1.0", "--top-p", "1.0"]) != 0
-    assert "warning" not in capsys.readouterr().out
+    assert main(args + ["--model", str(tiny_model_dir), "--temperature", "1.0", "--top-p", "1.0"]) == 0
+    assert "warning" not in capsys.readouterr().out and len(jsonl(tmp_path / "o.jsonl")) == 2
 
 
 def test_same_model_compares_folders_resolved_and_ids_as_written(tmp_path):

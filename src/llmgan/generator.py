@@ -362,12 +362,14 @@ def run(args: argparse.Namespace) -> int:
     if args.best_of > 1 and args.greedy:
         raise LlmganError(f"--best-of {args.best_of} with --greedy: greedy decoding gives the same response every draw; "
                           "drop --greedy (the draws are sampled with --temperature and --top-p)")
-    teacher_sampling = None  # generation.* of the teacher's config: how its warm-up samples were drawn
+    teacher_sampling = teacher_model = None  # how the teacher's warm-up samples were drawn, and by which model
     if args.teacher:
-        from llmgan.adversarial.teacher import CONFIG_FILE, check_teacher
+        from llmgan.adversarial.teacher import CONFIG_FILE, check_teacher, start_model
         from llmgan.config import load_config
 
-        teacher_sampling = load_config(check_teacher(args.teacher) / CONFIG_FILE).generation
+        folder = check_teacher(args.teacher)
+        teacher_cfg = load_config(folder / CONFIG_FILE)
+        teacher_sampling, teacher_model = teacher_cfg.generation, start_model(folder, teacher_cfg)
         flags = (("--temperature", "temperature"), ("--top-p", "top_p"), ("--max-new-tokens", "max_new_tokens"))
         for flag, key in flags:
             if getattr(args, key) is None:
@@ -391,10 +393,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
     check_device(args.device)
     if teacher_sampling is not None:
-        from llmgan.adversarial.teacher import sampling_differences
+        from llmgan.adversarial.teacher import same_model, sampling_differences
 
         differs = sampling_differences(teacher_sampling, args.temperature, args.top_p, args.max_new_tokens,
                                        args.end_ramp)
+        if not same_model(str(teacher_model), str(args.model)):
+            differs.insert(0, f"--model {args.model} (the teacher's samples: {teacher_model})")
         if differs:  # before any model loads: the user may stop here
             print(f"warning: these draws are sampled otherwise than the samples --teacher {args.teacher} was warmed "
                   f"up on: {'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (post "
@@ -458,7 +462,7 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
     at the cap."""
     import torch
 
-    from llmgan.adversarial.teacher import Teacher, best_of, same_model
+    from llmgan.adversarial.teacher import Teacher, best_of
 
     folder = Path(args.output)
     folder = folder.with_name(folder.name + ".draws")
@@ -493,9 +497,6 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
         cuts.append(cut)
     # the teacher reads the start model's states: the generator already loaded is that model when --model is it
     teacher = Teacher.load(args.teacher, device=args.device, dtype=args.dtype, loaded=(str(args.model), model, tok))
-    if not same_model(str(teacher.cfg.model.name), str(args.model)):
-        print(f"note: --teacher {args.teacher} was warmed up on samples of {teacher.cfg.model.name}, not of --model "
-              f"{args.model}; its ranking was measured on its own start model's samples")
     logits = torch.stack([teacher.logits(prompts, draw) for draw in texts])  # [N, M]
     pick = best_of(logits)
     counts = torch.bincount(pick, minlength=args.best_of).tolist()
