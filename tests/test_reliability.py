@@ -638,6 +638,8 @@ def test_lr_scheduler_names_are_ones_transformers_knows():
     ("train.warmup_ratio=2", "train.warmup_ratio must be in [0, 1]"),
     ("discriminator.warmup_pool=-1", "discriminator.warmup_pool and warmup_batch must be >= 0"),
     ("discriminator.warmup_batch=8", "discriminator.warmup_batch needs discriminator.warmup_pool > 0"),
+    ("discriminator.warmup_pool_temperatures=[0.8]", "warmup_pool_temperatures needs discriminator.warmup_pool > 0"),
+    ("discriminator.warmup_pool_temperatures=[0.8,0]", "warmup_pool_temperatures must all be > 0"),
 ])
 def test_impossible_config_values_are_rejected_before_any_model_loads(override, words):
     with pytest.raises(LlmganError) as info:

@@ -341,6 +341,57 @@ def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkey
     assert [len(s) for s in d.steps] == [16, 16]  # the default batch (4 prompts x 4) from a pool of 3: passes repeat
 
 
+def test_a_warmup_pool_drawn_at_several_temperatures(tmp_path, monkeypatch):
+    """discriminator.warmup_pool_temperatures: pool prompt i is sampled at temperatures[i % k] with seed + that
+    index, one call per temperature; RUN/warmup_pool.jsonl records them, is read back only under the same ones,
+    and a pool without them is sampled at generation.temperature in one call, as before."""
+    import types
+
+    import datasets
+
+    from llmgan import generator
+    from llmgan.training import stages
+
+    calls = []
+
+    def fake_generate(model, tok, prompts, temperature=None, seed=None, **kw):
+        calls.append((temperature, seed, [p[-1]["content"] for p in prompts]))
+        return [f"{p[-1]['content']} at {temperature}" for p in prompts]
+
+    monkeypatch.setattr(generator, "generate_responses", fake_generate)
+    prompts = [[{"role": "user", "content": f"p{i}"}] for i in range(5)]
+    reals = [f"r{i}" for i in range(5)]
+    cfg = load_config(None, ["discriminator.warmup_pool=5", "discriminator.warmup_pool_temperatures=[0.7, 1]"])
+    pool = tmp_path / "pool.jsonl"
+    fakes = stages.start_model_samples(cfg, None, None, prompts, reals, 10, pool,
+                                       temperatures=cfg.discriminator.warmup_pool_temperatures)
+    assert calls == [(0.7, 10, ["p0", "p2", "p4"]), (1.0, 11, ["p1", "p3"])]
+    assert fakes == ["p0 at 0.7", "p1 at 1.0", "p2 at 0.7", "p3 at 1.0", "p4 at 0.7"]
+    assert json.loads(pool.read_text().splitlines()[0])["sampling"]["temperature"] == [0.7, 1.0]
+    calls.clear()
+    assert stages.start_model_samples(cfg, None, None, prompts, reals, 10, pool, temperatures=[0.7, 1.0]) == fakes
+    assert calls == []  # read back under the same temperatures
+    assert stages.start_model_samples(cfg, None, None, prompts, reals, 10, pool)[0] == "p0 at 1.0"
+    assert calls == [(1.0, 10, ["p0", "p1", "p2", "p3", "p4"])]  # none given: generation.temperature, one call
+
+    class PoolD:  # just enough of a discriminator for the warm-up to run on a pool
+        def encode(self, prompts, completions, response):
+            return types.SimpleNamespace(fakes=completions)
+
+        def select(self, pool, take):
+            return take
+
+        def train_on(self, batch, steps=None, metrics=None):
+            return {"discriminator/loss": 0.5}
+
+    rows = datasets.Dataset.from_dict({"prompt": prompts, "response": reals})
+    calls.clear()
+    stages.warmup_discriminator(load_config(None, ["discriminator.warmup_pool=4", "discriminator.warmup_steps=1",
+                                                   "discriminator.warmup_pool_temperatures=[0.5, 0.9]"]),
+                                None, None, rows, PoolD(), progress=False)
+    assert [c[0] for c in calls] == [0.5, 0.9] and [len(c[2]) for c in calls] == [2, 2]
+
+
 def test_train_warms_d_up_on_a_pool_with_relevance_negatives(tiny_model_dir, demo_data, tmp_path):
     """The real path of discriminator.warmup_pool: `llmgan train` samples and encodes the pool once, D's updates
     take sub-batches of it with their relevance negatives, and the game follows."""

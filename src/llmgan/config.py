@@ -119,6 +119,9 @@ class DiscriminatorSettings:
     warmup_pool: int = _help("warm up on a fixed pool: this many training prompts get one start-model sample each, "
                              "once (RUN/warmup_pool.jsonl), and every warm-up step draws its pairs from that pool, "
                              "epoch after epoch (0 = fresh samples every warm-up step)", 0)
+    warmup_pool_temperatures: list[float] = _help(
+        "with warmup_pool: draw the pool in equal shares at these sampling temperatures, for one teacher meant to rank "
+        "drafts sampled at any of them ([] = generation.temperature alone)", factory=list)
     warmup_batch: int = _help("pairs per warm-up step with warmup_pool (0 = train.prompts_per_step x "
                               "generation.num_generations, the game's batch)", 0)
     heldout_judge: bool = _help("at the end of the warm-up, score the held-out set with llmgan evaluate's detectors "
@@ -244,6 +247,12 @@ class RunConfig:
             problems.append("discriminator.warmup_batch needs discriminator.warmup_pool > 0 (it sizes the pool's batches)")
         elif d.warmup_pool and d.warmup_batch > d.warmup_pool:
             problems.append(f"discriminator.warmup_batch ({d.warmup_batch}) cannot exceed warmup_pool ({d.warmup_pool})")
+        if d.warmup_pool_temperatures and not d.warmup_pool:
+            problems.append("discriminator.warmup_pool_temperatures needs discriminator.warmup_pool > 0 "
+                            "(the pool they sample)")
+        if any(t <= 0 for t in d.warmup_pool_temperatures):
+            problems.append(f"discriminator.warmup_pool_temperatures must all be > 0 "
+                            f"(got {d.warmup_pool_temperatures})")
         if d.lm_layers < 0 or d.lm_lora_rank < 0:
             problems.append("discriminator.lm_layers and discriminator.lm_lora_rank must be >= 0")
         if not 0 <= d.mismatched_negatives <= 1:
@@ -338,6 +347,8 @@ def _type_ok(value: Any, tp: Any) -> bool:
         return any(_type_ok(value, a) for a in typing.get_args(tp))
     if tp is type(None):
         return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, typing.get_args(tp)[0]) for v in value)
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
@@ -355,6 +366,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if origin is list:
+        return "a list of " + _describe(typing.get_args(tp)[0])
     return getattr(tp, "__name__", str(tp))
 
 
@@ -387,6 +400,8 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
                 pass
         if tp is float and _type_ok(value, float):
             value = float(value)
+        if tp == list[float] and _type_ok(value, tp):
+            value = [float(v) for v in value]
         if not _type_ok(value, tp):
             raise LlmganError(f"config key '{path}' must be {_describe(tp)}, got {value!r}")
         kwargs[key] = value

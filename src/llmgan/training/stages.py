@@ -45,20 +45,29 @@ def heldout_set(cfg: RunConfig, model, tok, eval_rows, discriminator, run_dir: O
 
 
 def start_model_samples(cfg: RunConfig, model, tok, prompts: list, reals: list, seed: int,
-                        path: Optional[Path] = None, progress: bool = False, read_back: bool = True) -> list[str]:
+                        path: Optional[Path] = None, progress: bool = False, read_back: bool = True,
+                        temperatures: Optional[list[float]] = None) -> list[str]:
     """One sample per prompt at the training sampling, seeded. With `path` they are written there (JSONL:
     prompt, real, fake, and `sampling`: the model, seed and generation settings that made them); with
-    `read_back` too, a file there that holds the same prompts, real responses and sampling is read instead."""
+    `read_back` too, a file there that holds the same prompts, real responses and sampling is read instead.
+    temperatures: prompt i is sampled at temperatures[i % len], seed + that index, instead of at
+    generation.temperature (discriminator.warmup_pool_temperatures; one temperature: one call, as before)."""
     from llmgan.generator import generate_responses, read_back_samples, write_samples
 
     g = cfg.generation
-    sampling = {"model": str(cfg.model.name), "seed": seed, "temperature": g.temperature, "top_p": g.top_p,
-                "max_new_tokens": g.max_new_tokens}
+    temps = list(temperatures or []) or [g.temperature]
+    sampling = {"model": str(cfg.model.name), "seed": seed, "temperature": temps[0] if len(temps) == 1 else temps,
+                "top_p": g.top_p, "max_new_tokens": g.max_new_tokens}
     kept = read_back_samples(path, prompts, reals, sampling, text_key="fake") if read_back else None
     if kept is not None:
         return kept
-    fakes = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                               top_p=g.top_p, seed=seed, progress=progress)
+    fakes: list[str] = [""] * len(prompts)
+    for j, t in enumerate(temps):
+        idx = list(range(j, len(prompts), len(temps)))
+        part = generate_responses(model, tok, [prompts[i] for i in idx], max_new_tokens=g.max_new_tokens,
+                                  temperature=t, top_p=g.top_p, seed=seed + j, progress=progress)
+        for i, text in zip(idx, part):
+            fakes[i] = text
     if path is not None:
         write_samples(path, prompts, reals, fakes, sampling, text_key="fake")
     return fakes
@@ -129,14 +138,15 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
         prompts, reals = [list(m) for m in rows["prompt"]], list(rows["response"])
         fakes = start_model_samples(cfg, model, tok, prompts, reals, cfg.train.seed * 100003 + 99991 + 7919 * rank,
                                     main_dir / POOL_FILE if main_dir is not None else None, progress=progress,
-                                    read_back=single)
+                                    read_back=single, temperatures=d.warmup_pool_temperatures)
         first["timing/pool_samples"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # encoded once: the policy does not move during the warm-up, so its states of a text stay the same
         pool = discriminator.encode(prompts, fakes, reals)
         first["timing/pool_encode"] = time.perf_counter() - t0
         if progress:
-            print(f"  D warm-up pool: {len(fakes)} start-model samples ({first['timing/pool_samples']:.0f} s), "
+            at = f" at temperatures {d.warmup_pool_temperatures}" if d.warmup_pool_temperatures else ""
+            print(f"  D warm-up pool: {len(fakes)} start-model samples{at} ({first['timing/pool_samples']:.0f} s), "
                   f"encoded ({first['timing/pool_encode']:.0f} s)")
     if held is not None or pool is not None:
         check(0, first)
