@@ -298,13 +298,18 @@ def test_sampling_differences_name_each_setting_the_teacher_s_samples_were_not_d
     from llmgan.adversarial.teacher import sampling_differences
 
     cfg = tiny_teacher_cfg(tiny_model_dir, "generation.temperature=1.0", "generation.top_p=1.0",
-                           "generation.max_new_tokens=71").generation
+                           "generation.max_new_tokens=71")
     assert sampling_differences(cfg, 1.0, 1.0, 71) == [] and sampling_differences(cfg, 1, 1) == []
     assert sampling_differences(cfg, 0.92, 1.0, 71) == ["temperature 0.92 (the teacher's samples: 1)"]
     assert sampling_differences(cfg, 1.0, 0.95, 80, end_ramp=50) == [
         "top-p 0.95 (the teacher's samples: 1)", "at most 80 new tokens (the teacher's samples: 71)",
         "an end-of-text ramp (the teacher's samples had none)"]
     assert sampling_differences(cfg, 1.0, 1.0, None) == []  # the cap left out: not compared
+    pooled = tiny_teacher_cfg(tiny_model_dir, "generation.temperature=1.0", "generation.top_p=1.0",
+                              "discriminator.warmup_pool=8", "discriminator.warmup_pool_temperatures=[0.7,0.85,1.0]")
+    assert all(sampling_differences(pooled, t, 1.0) == [] for t in (0.7, 0.8, 0.92, 1.0))  # inside the pool's range
+    assert sampling_differences(pooled, 0.6, 1.0) == ["temperature 0.6 (the teacher's samples: 0.7 to 1)"]
+    assert sampling_differences(pooled, 1.1, 1.0) == ["temperature 1.1 (the teacher's samples: 0.7 to 1)"]
 
 
 def test_generate_best_of_warns_before_sampling_when_the_teacher_s_samples_were_drawn_otherwise(

@@ -362,18 +362,18 @@ def run(args: argparse.Namespace) -> int:
     if args.best_of > 1 and args.greedy:
         raise LlmganError(f"--best-of {args.best_of} with --greedy: greedy decoding gives the same response every draw; "
                           "drop --greedy (the draws are sampled with --temperature and --top-p)")
-    teacher_sampling = teacher_model = None  # how the teacher's warm-up samples were drawn, and by which model
+    teacher_cfg = teacher_model = None  # the teacher's config (how its warm-up samples were drawn), and its model
     if args.teacher:
         from llmgan.adversarial.teacher import CONFIG_FILE, check_teacher, start_model
         from llmgan.config import load_config
 
         folder = check_teacher(args.teacher)
         teacher_cfg = load_config(folder / CONFIG_FILE)
-        teacher_sampling, teacher_model = teacher_cfg.generation, start_model(folder, teacher_cfg)
+        teacher_model = start_model(folder, teacher_cfg)
         flags = (("--temperature", "temperature"), ("--top-p", "top_p"), ("--max-new-tokens", "max_new_tokens"))
         for flag, key in flags:
             if getattr(args, key) is None:
-                setattr(args, key, getattr(teacher_sampling, key))
+                setattr(args, key, getattr(teacher_cfg.generation, key))
                 print(f"{flag} {getattr(args, key):g}: as the teacher's warm-up samples ({args.teacher})")
     if args.max_new_tokens is None:
         trained = trained_max_new_tokens(args.model)
@@ -392,10 +392,10 @@ def run(args: argparse.Namespace) -> int:
               f"cap of {args.max_new_tokens}")
     check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
     check_device(args.device)
-    if teacher_sampling is not None:
+    if teacher_cfg is not None:
         from llmgan.adversarial.teacher import same_model, sampling_differences
 
-        differs = sampling_differences(teacher_sampling, args.temperature, args.top_p, args.max_new_tokens,
+        differs = sampling_differences(teacher_cfg, args.temperature, args.top_p, args.max_new_tokens,
                                        args.end_ramp)
         if not same_model(str(teacher_model), str(args.model)):
             differs.insert(0, f"--model {args.model} (the teacher's samples: {teacher_model})")
@@ -403,7 +403,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: these draws are sampled otherwise than the samples --teacher {args.teacher} was warmed "
                   f"up on: {'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (post "
                   "validation: a teacher warmed up at temperature 1.0 picked drafts at 0.92 no less detectable than "
-                  "unranked ones; RESULTS.md, thirty-first session)", flush=True)
+                  "unranked ones; RESULTS.md, thirty-first session). A teacher warmed up with "
+                  "discriminator.warmup_pool_temperatures takes any temperature in their range", flush=True)
     ds = load_prepared(args.dataset)
     if args.split not in ds:
         raise LlmganError(f"split '{args.split}' not in {args.dataset}; splits: {', '.join(ds)}")

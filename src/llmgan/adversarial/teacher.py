@@ -85,18 +85,26 @@ def check_best_of(n: int, teacher: Optional[str]) -> None:
                             "and --teacher needs --best-of N > 1")
 
 
-def sampling_differences(g: Any, temperature: float, top_p: float, max_new_tokens: Optional[int] = None,
+def sampling_differences(cfg: Any, temperature: float, top_p: float, max_new_tokens: Optional[int] = None,
                          end_ramp: Optional[int] = None) -> list[str]:
     """How draws sampled with these settings differ from the start-model samples a teacher was warmed up on
-    (`g`: the generation section of its config.yaml, which the warm-up pool was sampled with, the cap the run's);
-    [] when they do not. max_new_tokens None: the cap is not compared (a server's max_tokens is the client's).
+    (`cfg`: its config.yaml; the warm-up pool was sampled with its generation section, at
+    discriminator.warmup_pool_temperatures where set, the cap the run's); [] when they do not. max_new_tokens
+    None: the cap is not compared (a server's max_tokens is the client's). A teacher warmed up on a pool at
+    several temperatures takes any temperature from their lowest to their highest.
 
     A teacher ranks well only the kind of samples it learned from (RESULTS.md, thirty-first session, post
     validation): warmed up at temperature 1.0 and given drafts at 0.92 alone, its pick was no harder to detect
-    than an unranked draft; given drafts at 1.0 and 0.92 together, it took most picks from the 0.92 drafts."""
+    than an unranked draft; given drafts at 1.0 and 0.92 together, it took most picks from the 0.92 drafts.
+    A teacher warmed up on a pool at 0.7, 0.85 and 1.0 tied the matched teacher on drafts at 1.0 and at 0.92
+    (thirty-second session)."""
+    g = cfg.generation
+    temps = [float(t) for t in (cfg.discriminator.warmup_pool_temperatures or [g.temperature])]
+    lo, hi = min(temps), max(temps)
     diffs = []
-    if abs(float(temperature) - float(g.temperature)) > 1e-9:
-        diffs.append(f"temperature {temperature:g} (the teacher's samples: {g.temperature:g})")
+    if not lo - 1e-9 <= float(temperature) <= hi + 1e-9:
+        seen = f"{lo:g}" if lo == hi else f"{lo:g} to {hi:g}"
+        diffs.append(f"temperature {temperature:g} (the teacher's samples: {seen})")
     if abs(float(top_p) - float(g.top_p)) > 1e-9:
         diffs.append(f"top-p {top_p:g} (the teacher's samples: {g.top_p:g})")
     if max_new_tokens is not None and int(max_new_tokens) != int(g.max_new_tokens):

@@ -145,7 +145,7 @@ class BestOf:
         from llmgan.adversarial.teacher import sampling_differences
 
         got = {k: body[k] if body.get(k) is not None else self.default_sampling[k] for k in ("temperature", "top_p")}
-        return sampling_differences(self.teacher.cfg.generation, got["temperature"], got["top_p"])
+        return sampling_differences(self.teacher.cfg, got["temperature"], got["top_p"])
 
 
 def check_arguments(n: int, teacher: Optional[str], engine: str, continuous_batching: bool = False) -> None:
@@ -186,6 +186,7 @@ def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[s
     if differs:
         print(f"  warning: the served sampling differs from the samples the teacher was warmed up on: "
               f"{'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (RESULTS.md, "
-              "thirty-first session); a request that differs gets the list in llmgan.sampling_differs_from_teacher",
+              "thirty-first session); a request that differs gets the list in llmgan.sampling_differs_from_teacher. "
+              "A teacher warmed up with discriminator.warmup_pool_temperatures takes any temperature in their range",
               flush=True)
     return best
