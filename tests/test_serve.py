@@ -223,7 +223,7 @@ def best_of_server(run_export, tiny_model_dir, tmp_path_factory):
     srv.stop()
 
 
-def test_best_of_answers_with_the_teacher_s_pick(best_of_server, run_export):
+def test_best_of_answers_with_the_teacher_s_pick(best_of_server, run_export, tiny_model_dir):
     """`serve --best-of 3 --teacher`: the answer is the draw the teacher (loaded here on its own) scores highest,
     D reading the conversation with the served default system prompt; draw k carries the request's seed + k;
     streaming is refused and the server keeps answering."""
@@ -248,7 +248,11 @@ def test_best_of_answers_with_the_teacher_s_pick(best_of_server, run_export):
     assert a["usage"]["completion_tokens"] == 6 and x["completion_tokens_all_draws"] == 18
     # the served defaults (temperature 0.9, top-p 0.95) are not the tiny teacher's warm-up sampling (1.0, 1.0):
     # said at start-up and in every answer sampled otherwise; a request sampled as the teacher's samples has no note
-    assert "warning: the served sampling differs from the samples the teacher was warmed up on" in srv.log.read_text()
+    # the served model (the run's selected generator) is not the teacher's start model either: said at start-up
+    log = srv.log.read_text()
+    assert "warning: what is served is sampled otherwise than the samples the teacher was warmed up on" in log
+    assert f"the model {json.loads((run_export / 'llmgan_export.json').read_text())['source']} (the teacher's " \
+           f"samples: {tiny_model_dir})" in log
     assert x["sampling_differs_from_teacher"] == [f"temperature {SELECTED_T:g} (the teacher's samples: 1)",
                                                   f"top-p {SELECTED_P:g} (the teacher's samples: 1)"]
     status, same = ask(seed=5, temperature=1.0, top_p=1.0)

@@ -337,3 +337,28 @@ def test_same_model_compares_folders_resolved_and_ids_as_written(tmp_path):
     assert same_model(str(tmp_path / "m"), str(tmp_path / "m") + "/") and same_model(str(tmp_path / "m"), str(tmp_path / "x/../m"))
     assert not same_model(str(tmp_path / "m"), str(tmp_path)) and not same_model(str(tmp_path / "m"), "org/m")
     assert same_model("org/m", "org/m") and not same_model("org/m", "org/n")
+    assert same_model(None, "default") and same_model("", None) and not same_model(None, "org/m")
+    assert not same_model(str(tmp_path / "m"), None)
+
+
+def test_a_teacher_on_the_embedded_default_loads_it(trained, tiny_model_dir, tmp_path, monkeypatch):
+    """A run on the embedded default (model.name null, as `make demo`'s) leaves a teacher whose start model is
+    None, not the string 'None' (which was looked up on the hub): Teacher.load loads the embedded default, and
+    takes the default model already loaded (`loaded=(None, ...)`) instead of a second copy."""
+    import llmgan.models as models
+
+    disc, folder = trained
+    cfg = load_config(folder / "config.yaml")
+    cfg.model.name = None
+    saved = save_teacher(cfg, disc, tmp_path / "teacher")
+    assert json.loads((saved / "teacher.json").read_text())["start_model"] is None
+    asked = []
+    real_model, real_tok = models.load_model, models.load_tokenizer
+    monkeypatch.setattr(models, "load_model", lambda name, **kw: asked.append(name) or real_model(str(tiny_model_dir)))
+    monkeypatch.setattr(models, "load_tokenizer", lambda name, **kw: real_tok(str(tiny_model_dir)))
+    prompts, texts = [conv(p) for p in POSTS], FAKES[:2] + REALS[2:]
+    expected = score_completions(disc, prompts, texts)
+    assert torch.allclose(Teacher.load(saved).logits(prompts, texts), expected, atol=1e-5) and asked == [None]
+    loaded = (None, real_model(str(tiny_model_dir)), real_tok(str(tiny_model_dir)))
+    assert torch.allclose(Teacher.load(saved, loaded=loaded).logits(prompts, texts), expected, atol=1e-5)
+    assert asked == [None]  # the loaded default was used

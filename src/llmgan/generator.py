@@ -397,8 +397,9 @@ def run(args: argparse.Namespace) -> int:
 
         differs = sampling_differences(teacher_cfg, args.temperature, args.top_p, args.max_new_tokens,
                                        args.end_ramp)
-        if not same_model(str(teacher_model), str(args.model)):
-            differs.insert(0, f"--model {args.model} (the teacher's samples: {teacher_model})")
+        if not same_model(teacher_model, args.model):
+            differs.insert(0, f"--model {args.model or 'default'} (the teacher's samples: "
+                              f"{teacher_model or 'the embedded default'})")
         if differs:  # before any model loads: the user may stop here
             print(f"warning: these draws are sampled otherwise than the samples --teacher {args.teacher} was warmed "
                   f"up on: {'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (post "
@@ -497,7 +498,7 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
         texts.append(draw)
         cuts.append(cut)
     # the teacher reads the start model's states: the generator already loaded is that model when --model is it
-    teacher = Teacher.load(args.teacher, device=args.device, dtype=args.dtype, loaded=(str(args.model), model, tok))
+    teacher = Teacher.load(args.teacher, device=args.device, dtype=args.dtype, loaded=(args.model, model, tok))
     logits = torch.stack([teacher.logits(prompts, draw) for draw in texts])  # [N, M]
     pick = best_of(logits)
     counts = torch.bincount(pick, minlength=args.best_of).tolist()

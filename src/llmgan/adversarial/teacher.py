@@ -43,17 +43,24 @@ def save_teacher(cfg: Any, discriminator: Any, folder: str | Path, summary: Opti
     save_file(weights, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, folder / WEIGHTS_FILE)
     write_atomic(folder / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    name = str(cfg.model.name)
-    where = {"start_model_path": str(Path(name).expanduser().resolve())} if Path(name).expanduser().exists() else {}
+    name = model_name(cfg.model.name)  # None: the embedded default
+    where = ({"start_model_path": str(Path(name).expanduser().resolve())}
+             if name is not None and Path(name).expanduser().exists() else {})
     write_atomic(folder / SUMMARY_FILE, json.dumps({"start_model": name, **where, **(summary or {})}, indent=1))
     return folder
 
 
-def start_model(folder: Path, cfg: Any) -> str:
-    """The model whose states D reads: config.yaml's model.name, or, when that is a relative path that does not
-    resolve from here (a run started in another directory), the absolute path teacher.json recorded."""
-    name = str(cfg.model.name)
-    if Path(name).expanduser().exists() or not (folder / SUMMARY_FILE).is_file():
+def model_name(name: Optional[str]) -> Optional[str]:
+    """A model name as config and CLI give it, with the embedded default (null, '' or 'default') as None."""
+    return None if name is None or str(name) in ("", "default") else str(name)
+
+
+def start_model(folder: Path, cfg: Any) -> Optional[str]:
+    """The model whose states D reads: config.yaml's model.name (None for the embedded default), or, when that is
+    a relative path that does not resolve from here (a run started in another directory), the absolute path
+    teacher.json recorded."""
+    name = model_name(cfg.model.name)
+    if name is None or Path(name).expanduser().exists() or not (folder / SUMMARY_FILE).is_file():
         return name
     recorded = json.loads((folder / SUMMARY_FILE).read_text()).get("start_model_path")
     if recorded and Path(recorded).exists():
@@ -114,8 +121,12 @@ def sampling_differences(cfg: Any, temperature: float, top_p: float, max_new_tok
     return diffs
 
 
-def same_model(a: str, b: str) -> bool:
-    """Whether two model names or paths name the same model (equal, or folders that resolve to one)."""
+def same_model(a: Optional[str], b: Optional[str]) -> bool:
+    """Whether two model names or paths name the same model (equal, or folders that resolve to one; None, '' and
+    'default' all name the embedded default)."""
+    a, b = model_name(a), model_name(b)
+    if a is None or b is None:
+        return a is b
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
 
@@ -128,7 +139,7 @@ class Teacher:
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu", dtype: Optional[str] = None,
-             loaded: Optional[tuple[str, Any, Any]] = None) -> "Teacher":
+             loaded: Optional[tuple[Optional[str], Any, Any]] = None) -> "Teacher":
         """Read RUN/teacher: the start model (model.name of its config.yaml) is loaded frozen as D's encoder, D's
         weights read back. Errors name the folder and the missing file before any model loads.
 
@@ -146,7 +157,7 @@ class Teacher:
         cfg = load_config(folder / CONFIG_FILE)
         dtype = dtype or cfg.model.dtype
         cfg.model.name = start_model(folder, cfg)
-        if loaded is not None and same_model(str(loaded[0]), str(cfg.model.name)):
+        if loaded is not None and same_model(loaded[0], cfg.model.name):
             model, tok = loaded[1], loaded[2]
         else:
             tok = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)

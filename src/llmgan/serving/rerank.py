@@ -164,10 +164,12 @@ def check_arguments(n: int, teacher: Optional[str], engine: str, continuous_batc
 
 
 def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[str],
-                 text_of: Callable[[Any], Optional[str]], default_sampling: Optional[dict] = None) -> BestOf:
+                 text_of: Callable[[Any], Optional[str]], default_sampling: Optional[dict] = None,
+                 served_model: Optional[str] = None) -> BestOf:
     """Load RUN/teacher (its start model and D's weights) for serving; prints what it loaded, and a warning when the
-    served sampling defaults differ from those of the teacher's warm-up samples."""
-    from llmgan.adversarial.teacher import SUMMARY_FILE, Teacher
+    served sampling defaults, or the served model (`served_model`: the served export's source, None for the
+    embedded default), differ from those of the teacher's warm-up samples."""
+    from llmgan.adversarial.teacher import SUMMARY_FILE, Teacher, same_model
 
     if device == "auto":
         import torch
@@ -183,8 +185,11 @@ def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[s
           flush=True)
     best = BestOf(teacher, n, default_system, text_of, default_sampling)
     differs = best.sampling_differences({})
+    if not same_model(served_model, teacher.cfg.model.name):  # a teacher ranks other models' samples no better
+        differs.insert(0, f"the model {served_model or 'the embedded default'} (the teacher's samples: "
+                          f"{teacher.cfg.model.name or 'the embedded default'})")
     if differs:
-        print(f"  warning: the served sampling differs from the samples the teacher was warmed up on: "
+        print(f"  warning: what is served is sampled otherwise than the samples the teacher was warmed up on: "
               f"{'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (RESULTS.md, "
               "thirty-first session); a request that differs gets the list in llmgan.sampling_differs_from_teacher. "
               "A teacher warmed up with discriminator.warmup_pool_temperatures takes any temperature in their range",

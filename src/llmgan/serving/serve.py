@@ -390,7 +390,8 @@ def run_transformers(folder: Path, info: dict, args: argparse.Namespace, port: i
         from llmgan.serving.rerank import load_best_of
 
         reranker = load_best_of(args.teacher, args.best_of, device=args.device, default_system=info.get("system_prompt"),
-                                text_of=message_text, default_sampling=fixed)
+                                text_of=message_text, default_sampling=fixed,
+                                served_model=None if info.get("source") == "embedded default" else info.get("source"))
     original = hf_server.build_server
     engine: dict = {}
 
