@@ -180,7 +180,7 @@ def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[s
     if (teacher.folder / SUMMARY_FILE).is_file():
         summary = json.loads((teacher.folder / SUMMARY_FILE).read_text())
     auroc = summary.get("discriminator/heldout_auroc")
-    print(f"  best of {n} under the teacher in {teacher.folder} (D on {teacher.cfg.model.name}"
+    print(f"  best of {n} under the teacher in {teacher.folder} (D on {teacher.cfg.model.name or 'the embedded default'}"
           + (f", held-out AUROC {auroc:.3f}" if isinstance(auroc, (int, float)) else "") + "); streaming is refused",
           flush=True)
     best = BestOf(teacher, n, default_system, text_of, default_sampling)
