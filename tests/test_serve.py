@@ -386,6 +386,25 @@ def test_default_max_tokens_is_the_export_s_cap():
     assert default_max_tokens(None, {}) == default_max_tokens(None, {"max_new_tokens": None}) == FALLBACK_MAX_TOKENS
 
 
+def test_a_request_sampled_otherwise_than_served_is_noted_once_per_setting(capsys):
+    """A simulation that sets its own temperature hears once per setting that it samples otherwise than the served
+    defaults (far more detectable posts at 0.7 than at 1.0); the request itself is served unchanged."""
+    from llmgan.serving.serve import RequestCheck
+
+    check = RequestCheck(name=NAME, engine_model="/models/x", count_tokens=lambda msgs: 10, context=100,
+                         default_max_tokens=64, served_sampling={"temperature": 1.0, "top_p": 1.0})
+    for body in ({"messages": USER}, {"messages": USER, "temperature": 1, "top_p": 1.0}):
+        assert check(body) is None
+    assert capsys.readouterr().out == ""
+    body = {"messages": USER, "temperature": 0.7}
+    assert check(body) is None and body["temperature"] == 0.7
+    out = capsys.readouterr().out
+    assert "note: a request samples at temperature 0.7, top-p 1; the served defaults are 1, 1" in out
+    assert check({"messages": USER, "temperature": 0.7, "top_p": 1.0}) is None and capsys.readouterr().out == ""
+    assert check({"messages": USER, "top_p": 0.9}) is None and "temperature 1, top-p 0.9" in capsys.readouterr().out
+    assert make_check()({"messages": USER, "temperature": 0.2}) is None and capsys.readouterr().out == ""
+
+
 def test_continuous_batching_pins_the_sampling():
     """transformers 5.24's continuous batching samples every request with the first one's settings: other sampling
     is refused (400) instead of being silently ignored; the served defaults themselves are accepted."""

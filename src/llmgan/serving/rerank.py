@@ -180,14 +180,14 @@ def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[s
     if (teacher.folder / SUMMARY_FILE).is_file():
         summary = json.loads((teacher.folder / SUMMARY_FILE).read_text())
     auroc = summary.get("discriminator/heldout_auroc")
-    print(f"  best of {n} under the teacher in {teacher.folder} (D on {teacher.cfg.model.name or 'the embedded default'}"
+    start = teacher.cfg.model.name or "the embedded default"
+    print(f"  best of {n} under the teacher in {teacher.folder} (D on {start}"
           + (f", held-out AUROC {auroc:.3f}" if isinstance(auroc, (int, float)) else "") + "); streaming is refused",
           flush=True)
     best = BestOf(teacher, n, default_system, text_of, default_sampling)
     differs = best.sampling_differences({})
     if not same_model(served_model, teacher.cfg.model.name):  # a teacher ranks other models' samples no better
-        differs.insert(0, f"the model {served_model or 'the embedded default'} (the teacher's samples: "
-                          f"{teacher.cfg.model.name or 'the embedded default'})")
+        differs.insert(0, f"the model {served_model or 'the embedded default'} (the teacher's samples: {start})")
     if differs:
         print(f"  warning: what is served is sampled otherwise than the samples the teacher was warmed up on: "
               f"{'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (RESULTS.md, "

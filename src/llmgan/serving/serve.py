@@ -195,11 +195,15 @@ class RequestCheck:
     filled in). `count_tokens(messages)` gives a conversation's prompt length with the served chat template."""
 
     def __init__(self, *, name: str, engine_model: str, count_tokens: Callable[[list], int], context: int,
-                 default_max_tokens: int, fixed_sampling: Optional[dict] = None):
+                 default_max_tokens: int, fixed_sampling: Optional[dict] = None,
+                 served_sampling: Optional[dict] = None):
         self.name, self.names = name, {name, engine_model}
         self.engine_model, self.count_tokens = engine_model, count_tokens
         self.context, self.default_max_tokens = context, default_max_tokens
         self.fixed_sampling = fixed_sampling
+        # the served defaults (generation_config.json: a run's selection setting); a request sampled otherwise
+        # is noted in the server's log once per setting (`note_sampling`)
+        self.served_sampling, self.noted = served_sampling, set()
 
     def __call__(self, body: Any) -> Optional[tuple[int, dict]]:
         if not isinstance(body, dict):
@@ -230,6 +234,7 @@ class RequestCheck:
             problem = self._check_fixed_sampling(body)
             if problem:
                 return problem
+        self.note_sampling(body)
         if body.get("n") not in (None, 1):
             return _error(400, "'n' must be 1 (send one request per completion)", param="n")
         if body.get("stream") not in (None, True, False):
@@ -262,6 +267,23 @@ class RequestCheck:
         if asked is None:
             body["max_tokens"] = min(self.default_max_tokens, room)
         return None
+
+    def note_sampling(self, body: dict) -> None:
+        """Say once per (temperature, top-p) in the server's log when a request samples otherwise than the served
+        defaults: what a simulation that sets its own temperature should know (docs/serving.md)."""
+        if self.served_sampling is None:
+            return
+        asked = tuple(float(body[k]) if body.get(k) is not None else float(self.served_sampling[k])
+                      for k in ("temperature", "top_p"))
+        served = (float(self.served_sampling["temperature"]), float(self.served_sampling["top_p"]))
+        if asked == served or asked in self.noted:
+            return
+        self.noted.add(asked)
+        print(f"note: a request samples at temperature {asked[0]:g}, top-p {asked[1]:g}; the served defaults are "
+              f"{served[0]:g}, {served[1]:g} (the run's selection setting where the model comes from a run). Sampled "
+              "below the trained temperature, posts were far easier to detect (post validation: SFT drafts 0.831 at "
+              "0.7 against 0.630 at 1.0, strongest detector; RESULTS.md, thirty-second session). Said once per "
+              "setting", flush=True)
 
     def _check_fixed_sampling(self, body: dict) -> Optional[tuple[int, dict]]:
         """With continuous batching, transformers 5.24 samples every request with the sampling settings of the
@@ -384,7 +406,7 @@ def run_transformers(folder: Path, info: dict, args: argparse.Namespace, port: i
     fixed = {"temperature": float(info.get("temperature") or 1.0), "top_p": float(info.get("top_p") or 1.0)}
     check = RequestCheck(name=info["name"], engine_model=str(folder), count_tokens=count_tokens, context=context,
                          default_max_tokens=args.default_max_tokens,
-                         fixed_sampling=fixed if args.continuous_batching else None)
+                         fixed_sampling=fixed if args.continuous_batching else None, served_sampling=fixed)
     reranker = None
     if args.best_of > 1:
         from llmgan.serving.rerank import load_best_of
