@@ -343,7 +343,7 @@ def test_prepare_model_exports_a_run_once_into_the_cache(tmp_path, tiny_model_di
 
 
 def make_check(fixed=None):
-    from llmgan.serving.serve import RequestCheck
+    from llmgan.serving.requests import RequestCheck
 
     return RequestCheck(name=NAME, engine_model="/models/x", count_tokens=lambda msgs: 10 * len(msgs), context=100,
                         default_max_tokens=64, fixed_sampling=fixed)
@@ -389,7 +389,7 @@ def test_default_max_tokens_is_the_export_s_cap():
 def test_a_request_sampled_otherwise_than_served_is_noted_once_per_setting(capsys):
     """A simulation that sets its own temperature hears once per setting that it samples otherwise than the served
     defaults (far more detectable posts at 0.7 than at 1.0); the request itself is served unchanged."""
-    from llmgan.serving.serve import RequestCheck
+    from llmgan.serving.requests import RequestCheck
 
     check = RequestCheck(name=NAME, engine_model="/models/x", count_tokens=lambda msgs: 10, context=100,
                          default_max_tokens=64, served_sampling={"temperature": 1.0, "top_p": 1.0})

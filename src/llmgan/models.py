@@ -96,9 +96,14 @@ def ensure_default_model(verbose: bool = True) -> Path:
     return target
 
 
+def is_default_model(name: Optional[str]) -> bool:
+    """Whether a model name (config's model.name, a CLI's --model) names the embedded default: None, '' or 'default'."""
+    return not name or name == "default"
+
+
 def resolve_model_path(name: Optional[str]) -> str:
     """`None`/'' -> the converted embedded default; otherwise the HF id or local folder as given."""
-    if not name or name == "default":
+    if is_default_model(name):
         return str(ensure_default_model())
     p = Path(name).expanduser()
     if p.exists():

@@ -52,7 +52,9 @@ def save_teacher(cfg: Any, discriminator: Any, folder: str | Path, summary: Opti
 
 def model_name(name: Optional[str]) -> Optional[str]:
     """A model name as config and CLI give it, with the embedded default (null, '' or 'default') as None."""
-    return None if name is None or str(name) in ("", "default") else str(name)
+    from llmgan.models import is_default_model
+
+    return None if is_default_model(name) else str(name)
 
 
 def start_model(folder: Path, cfg: Any) -> Optional[str]:

@@ -88,7 +88,9 @@ def _run_of(folder: Path) -> Optional[Path]:
 
 def resolve_source(source: Optional[str], *, data: Optional[str] = None) -> Source:
     """Resolve RUN_OR_MODEL (see the module help) to a Source; LlmganError when it is none of them."""
-    if not source or source == "default":
+    from llmgan.models import is_default_model, resolve_model_path
+
+    if is_default_model(source):
         return Source(model=None, label="the embedded default (SmolLM2-135M-Instruct)")
     p = Path(source).expanduser()
     if p.is_dir() and (p / "config.yaml").is_file() and not (p / "config.json").is_file():
@@ -99,8 +101,6 @@ def resolve_source(source: Optional[str], *, data: Optional[str] = None) -> Sour
                               f"(llmgan train --resume {run}) or pass a checkpoint folder (RUN/checkpoint-N)")
         label = f"{model_dir.relative_to(run)} of run {run}"
     else:
-        from llmgan.models import resolve_model_path
-
         model_dir = Path(resolve_model_path(source)) if p.exists() or source.startswith((".", "/", "~")) else None
         run = _run_of(model_dir) if model_dir is not None else None
         if model_dir is None:  # a Hugging Face id: resolve_model_path leaves it as it is
