@@ -31,7 +31,8 @@ checks itself): transformers 5.24 answers some bad requests with a bare 500 (a m
 `max_tokens` against the model's context. Those get an OpenAI-style JSON error with status 400 (404 for an unknown model
 name) before the engine sees them, and the server keeps serving. A request without max_tokens gets
 min(--default-max-tokens, what the context leaves); that default is the export's max_new_tokens (the cap the
-run trained and was selected at, from the data), else 512.
+run trained and was selected at, from the data), else 512. A request that samples otherwise than the served
+defaults (a simulation's own temperature) is noted in the server's log, once per setting (serving/requests.py).
 
 Where it runs:
   one CPU    llmgan serve agents/twon-reply                     (transformers serve)
