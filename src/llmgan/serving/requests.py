@@ -12,8 +12,8 @@ from typing import Any, Callable, Optional
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
-def error_body(status: int, message: str, *, param: Optional[str] = None,
-               code: Optional[str] = None) -> tuple[int, dict]:
+def reject(status: int, message: str, *, param: Optional[str] = None,
+           code: Optional[str] = None) -> tuple[int, dict]:
     """(status, an OpenAI-style error body): invalid_request_error below 500, server_error from 500."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -51,60 +51,60 @@ class RequestCheck:
 
     def __call__(self, body: Any) -> Optional[tuple[int, dict]]:
         if not isinstance(body, dict):
-            return error_body(400, "the request body must be a JSON object")
+            return reject(400, "the request body must be a JSON object")
         model = body.get("model")
         if model is not None and model not in self.names:
-            return error_body(404, f"model '{model}' is not served here; this server serves '{self.name}' "
+            return reject(404, f"model '{model}' is not served here; this server serves '{self.name}' "
                                "(GET /v1/models)", param="model", code="model_not_found")
         body["model"] = self.engine_model
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            return error_body(400, "'messages' must be a non-empty list of {role, content} objects", param="messages")
+            return reject(400, "'messages' must be a non-empty list of {role, content} objects", param="messages")
         plain = []
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or m.get("role") not in ROLES:
-                return error_body(400, f"messages[{i}] must be an object with a role in {sorted(ROLES)}", param=f"messages[{i}]")
+                return reject(400, f"messages[{i}] must be an object with a role in {sorted(ROLES)}", param=f"messages[{i}]")
             text = message_text(m.get("content"))
             if text is None:
-                return error_body(400, f"messages[{i}].content must be a string or a list of text parts",
+                return reject(400, f"messages[{i}].content must be a string or a list of text parts",
                               param=f"messages[{i}].content")
             plain.append({"role": m["role"], "content": text})
         for key, low, high in (("temperature", 0, 2), ("top_p", 0, 1), ("frequency_penalty", -2, 2)):
             v = body.get(key)
             if v is not None and (not _number(v) or not low <= v <= high or key == "top_p" and v == 0):
-                return error_body(400, f"'{key}' must be a number in {'(0, 1]' if key == 'top_p' else f'[{low}, {high}]'}",
+                return reject(400, f"'{key}' must be a number in {'(0, 1]' if key == 'top_p' else f'[{low}, {high}]'}",
                               param=key)
         if self.fixed_sampling is not None:
             problem = self._check_fixed_sampling(body)
             if problem:
                 return problem
         if body.get("n") not in (None, 1):
-            return error_body(400, "'n' must be 1 (send one request per completion)", param="n")
+            return reject(400, "'n' must be 1 (send one request per completion)", param="n")
         if body.get("stream") not in (None, True, False):
-            return error_body(400, "'stream' must be true or false", param="stream")
+            return reject(400, "'stream' must be true or false", param="stream")
         if body.get("seed") is not None and (not isinstance(body["seed"], int) or isinstance(body["seed"], bool)):
-            return error_body(400, "'seed' must be an integer", param="seed")
+            return reject(400, "'seed' must be an integer", param="seed")
         stop = body.get("stop")
         if stop is not None and not (isinstance(stop, str) or isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-            return error_body(400, "'stop' must be a string or a list of strings", param="stop")
+            return reject(400, "'stop' must be a string or a list of strings", param="stop")
         asked = None
         for key in ("max_completion_tokens", "max_tokens"):
             v = body.get(key)
             if v is not None:
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                    return error_body(400, f"'{key}' must be an integer >= 1", param=key)
+                    return reject(400, f"'{key}' must be an integer >= 1", param=key)
                 asked = v if asked is None else asked
         try:
             prompt = self.count_tokens(plain)
         except Exception as exc:  # the chat template refused the conversation (e.g. roles out of order)
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            return error_body(400, f"the model's chat template cannot render these messages: {first}", param="messages")
+            return reject(400, f"the model's chat template cannot render these messages: {first}", param="messages")
         room = self.context - prompt
         if room < 1:
-            return error_body(400, f"the prompt is {prompt} tokens; the model's context is {self.context} tokens",
+            return reject(400, f"the prompt is {prompt} tokens; the model's context is {self.context} tokens",
                           param="messages", code="context_length_exceeded")
         if asked is not None and asked > room:
-            return error_body(400, f"max_tokens {asked} + the prompt's {prompt} tokens exceed the model's context of "
+            return reject(400, f"max_tokens {asked} + the prompt's {prompt} tokens exceed the model's context of "
                                f"{self.context} tokens; ask for at most {room}", param="max_tokens",
                           code="context_length_exceeded")
         if asked is None:
@@ -138,13 +138,13 @@ class RequestCheck:
         for key in ("temperature", "top_p"):
             v = body.get(key)
             if v is not None and _number(v) and abs(v - fixed[key]) > 1e-9:
-                return error_body(400, f"this server batches requests (continuous batching) and samples every request at "
+                return reject(400, f"this server batches requests (continuous batching) and samples every request at "
                                    f"temperature {fixed['temperature']}, top-p {fixed['top_p']} (the model's defaults); "
                                    f"leave '{key}' out or restart llmgan serve with --no-continuous-batching",
                               param=key, code="unsupported_with_continuous_batching")
         for key in ("stop", "seed", "logit_bias", "frequency_penalty"):
             if body.get(key) not in (None, 0, [], {}):
-                return error_body(400, f"'{key}' is not applied per request with continuous batching; leave it out or "
+                return reject(400, f"'{key}' is not applied per request with continuous batching; leave it out or "
                                    "restart llmgan serve with --no-continuous-batching",
                               param=key, code="unsupported_with_continuous_batching")
         return None

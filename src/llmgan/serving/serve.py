@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from llmgan.errors import LlmganError
-from llmgan.serving.requests import RequestCheck, error_body, message_text
+from llmgan.serving.requests import RequestCheck, message_text, reject
 
 DEFAULT_PORT = 8000
 FALLBACK_MAX_TOKENS = 512  # default max_tokens of a request that gives none, when the export carries no cap
@@ -205,7 +205,7 @@ class CheckedApp:
             try:
                 body = json.loads(b"".join(chunks) or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return await self._send_json(send, *error_body(400, f"the request body is not valid JSON: {exc}"))
+                return await self._send_json(send, *reject(400, f"the request body is not valid JSON: {exc}"))
             problem = self.check(body) or (self.best_of.refuse(body) if self.best_of else None)
             if problem is not None:
                 return await self._send_json(send, *problem)
@@ -237,7 +237,7 @@ class CheckedApp:
         except Exception as exc:
             if started:
                 raise
-            await self._send_json(send, *error_body(500, f"the engine failed on this request: {type(exc).__name__}: "
+            await self._send_json(send, *reject(500, f"the engine failed on this request: {type(exc).__name__}: "
                                                      f"{(str(exc).splitlines() or [''])[0]}"))
 
 
