@@ -130,7 +130,7 @@ def test_export_folder_contents_and_model_card(exported, fake_run, demo_data):
         assert expected in card, expected
 
 
-def test_export_final_generator_and_evaluation_table(tmp_path, tiny_model_dir, demo_data):
+def test_export_final_generator_and_evaluation_table(tmp_path, tiny_model_dir, demo_data, monkeypatch):
     """Without selected/, final/generator is exported at the run's configured sampling and last logged step;
     an evaluation folder's metrics table goes into the card; the cap is the run's (from the data when it took it
     from there)."""
@@ -152,6 +152,9 @@ def test_export_final_generator_and_evaluation_table(tmp_path, tiny_model_dir, d
     assert json.loads((tmp_path / "out" / "generation_config.json").read_text())["max_new_tokens"] == 61
     assert "at most 61 new tokens" in (tmp_path / "out" / "README.md").read_text()
     assert info["source"].endswith("final/generator") and info["evaluation"] == str(ev)
+    monkeypatch.chdir(tmp_path)  # a relative source is recorded absolute: serve compares it from any directory
+    info = export("run", tmp_path / "out", verbose=False, check=False)
+    assert info["source"] == str((run / "final" / "generator").resolve())
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| detector AUROC | 0.612 | 0.500 |" in card and "## Plots" not in card
 

@@ -341,6 +341,21 @@ def test_same_model_compares_folders_resolved_and_ids_as_written(tmp_path):
     assert not same_model(str(tmp_path / "m"), None)
 
 
+def test_same_model_knows_the_embedded_default_by_its_converted_folder(tmp_path, monkeypatch):
+    """The default given as null in one place and as its folder in $LLMGAN_CACHE in the other is one model (the
+    thirty-third session's note: this warned about a mismatch that was none)."""
+    from llmgan.adversarial.teacher import same_model
+    from llmgan.models import DEFAULT_MODEL_NAME
+
+    monkeypatch.setenv("LLMGAN_CACHE", str(tmp_path / "cache"))
+    converted = tmp_path / "cache" / "models" / DEFAULT_MODEL_NAME
+    assert not same_model(None, str(converted))  # not converted yet: no folder to compare
+    converted.mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    assert same_model(None, str(converted)) and same_model(str(converted) + "/", "default")
+    assert not same_model(None, str(tmp_path / "other")) and not same_model(None, "org/m")
+
+
 def test_a_teacher_on_the_embedded_default_loads_it(trained, tiny_model_dir, tmp_path, monkeypatch):
     """A run on the embedded default (model.name null, as `make demo`'s) leaves a teacher whose start model is
     None, not the string 'None' (which was looked up on the hub): Teacher.load loads the embedded default, and

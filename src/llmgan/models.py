@@ -54,12 +54,17 @@ def default_gguf_path() -> Path:
     return files[0]
 
 
+def default_model_dir() -> Path:
+    """Where the embedded default is (or will be) converted to: `$LLMGAN_CACHE/models/SmolLM2-135M-Instruct`."""
+    return cache_dir() / "models" / DEFAULT_MODEL_NAME
+
+
 def ensure_default_model(verbose: bool = True) -> Path:
     """Convert the embedded GGUF to a safetensors folder once; return that folder."""
     gguf = default_gguf_path()
     stat = gguf.stat()
     stamp = {"source": gguf.name, "size": stat.st_size}
-    target = cache_dir() / "models" / DEFAULT_MODEL_NAME
+    target = default_model_dir()
     marker = target / "llmgan_source.json"
     if marker.is_file():
         try:

@@ -125,12 +125,14 @@ def sampling_differences(cfg: Any, temperature: float, top_p: float, max_new_tok
 
 def same_model(a: Optional[str], b: Optional[str]) -> bool:
     """Whether two model names or paths name the same model (equal, or folders that resolve to one; None, '' and
-    'default' all name the embedded default)."""
+    'default' all name the embedded default, which is also its converted folder in $LLMGAN_CACHE)."""
+    from llmgan.models import default_model_dir
+
     a, b = model_name(a), model_name(b)
-    if a is None or b is None:
-        return a is b
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return a == b or (pa.exists() and pb.exists() and pa.resolve() == pb.resolve())
+    if a == b:
+        return True
+    pa, pb = (default_model_dir() if x is None else Path(x).expanduser() for x in (a, b))
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 class Teacher:

@@ -404,7 +404,11 @@ def export(source: Optional[str], output: str | Path, *, system_prompt: Optional
     cap = generation_cap(src)
     if cap is not None:  # no longer than in training, unless a request asks for more
         gen.max_new_tokens = cap
-    info = {"name": name or out.name, "source": src.model or "embedded default", "source_label": src.label,
+    # a local source is recorded as an absolute path, so `serve --best-of` compares it with the teacher's start
+    # model from any directory
+    local = src.model is not None and Path(src.model).expanduser().exists()
+    info = {"name": name or out.name, "source": str(Path(src.model).expanduser().resolve()) if local
+            else src.model or "embedded default", "source_label": src.label,
             "run": str(src.run) if src.run else None, "step": src.step, "base_model": base, "merged_lora": merged,
             "dtype": str(model.dtype).replace("torch.", ""),
             "parameters": sum(p.numel() for p in model.parameters()), **sampling, "max_new_tokens": cap,
