@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TWON = Path(os.environ.get("LLMGAN_TWON_DIR", REPO.parent / "shared" / "data" / "twon"))
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:
-        return platform.processor() or "unknown"
 
 
 def main() -> int:
@@ -54,6 +45,8 @@ def main() -> int:
     if len(d) < 2 * n:
         print(f"skipped: {src} has {len(d)} rows, need {2 * n}")
         return 0
+    from llmgan.machine import cpu_model
+
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before the run")
     with tempfile.TemporaryDirectory() as tmp:

@@ -98,17 +98,13 @@ def rss_mb() -> float:
 def machine() -> dict:
     import torch
 
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from llmgan.machine import cpu_model
+
     try:
         affinity = sorted(os.sched_getaffinity(0))
     except AttributeError:
         affinity = []
-    return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "host_cpu": cpu or platform.processor(),
+    return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "host_cpu": cpu_model(),
             "cores_visible": os.cpu_count(), "affinity": affinity, "torch_threads": torch.get_num_threads(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
             "python": platform.python_version(), "loadavg_start": list(os.getloadavg())}

@@ -50,7 +50,6 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -514,15 +513,9 @@ def torch_cat(*xs):
 
 
 def machine() -> str:
-    cpu = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu}), no GPU, shared with other jobs"
+    from llmgan.machine import cpu_model
+
+    return f"{os.cpu_count()}-core CPU ({cpu_model()}), no GPU, shared with other jobs"
 
 
 def fmt(x: float) -> str:

@@ -24,7 +24,8 @@ Then WORK/headline.md: per system the strongest detector with its interval, the 
 relevance, length, diversity and the share stopped at the cap. A stage whose output exists is skipped, so the same
 command continues an interrupted run: SFT from its newest checkpoint, sampling from its finished draws, an
 interrupted warm-up from its start (it keeps no checkpoint). Every
-stage's command, start and end go to WORK/headline.log, its output to WORK/logs/STAGE.log.
+stage's command, start and end go to WORK/headline.log (with the CPU at each start: numbers reproduce to the
+digit only on the same kind), its output to WORK/logs/STAGE.log.
 
 This is the reranking recipe (SFT, the warm-up, the teacher's best of N at sampling time), the one that beats SFT
 on both tasks; the config's adversarial game (`llmgan train --config CONFIG`, 30 steps and selection) ties SFT and
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -84,6 +86,9 @@ def main() -> int:
     work = args.work
     (work / "logs").mkdir(parents=True, exist_ok=True)
     log = open(work / "headline.log", "a", encoding="utf-8")
+    from llmgan.machine import cpu_model  # numbers reproduce to the digit only on the same kind of CPU
+
+    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} machine: {cpu_model()}, {os.cpu_count()} CPUs\n")
     bin_dir = Path(sys.executable).parent
     llmgan = [str(bin_dir / "llmgan")] if (bin_dir / "llmgan").exists() else [sys.executable, "-m", "llmgan"]
     n, sets = args.best_of, list(args.set)
@@ -200,7 +205,11 @@ def headline_table(work: Path, seeds: list[int], n: int, with_base: bool) -> str
              ("distinct-2 / self-BLEU", lambda s, _: f"{s['distinct_2']:.3f} / {s['self_bleu']:.3f}",
               f"{first['human_distinct_2']:.3f} / {first['human_self_bleu']:.3f}"),
              ("stopped at the token cap (`cut_at_cap`)", lambda s, nm: cut_share(files[nm]) if nm in files else "", "")]
-    out = [f"{first['n_pairs']} test pairs; judge: {work / 'judge'}" + (f" and {work / 'judge-base'}" if with_base else ""),
+    made = work / "sft" / "machine.jsonl"  # the SFT stage's machine (RUN/machine.jsonl, one line per start)
+    lines = made.read_text().splitlines() if made.is_file() else []
+    made_on = " and ".join(sorted({json.loads(x)["cpu"] for x in lines if x.strip()}))
+    out = [f"{first['n_pairs']} test pairs; judge: {work / 'judge'}"
+           + (f" and {work / 'judge-base'}" if with_base else "") + (f"; SFT on {made_on}" if made_on else ""),
            "", "| | human floor | " + " | ".join(labels) + " |", "| --- | ---: |" + " ---: |" * len(names)]
     for label, cell, floor in rows:
         out.append(f"| {label} | {floor} | " + " | ".join(cell(systems[nm], nm) for nm in names) + " |")

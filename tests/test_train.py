@@ -434,6 +434,14 @@ def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):
     a = load_file(full / "final" / "generator" / "adapter_model.safetensors")
     b = load_file(resumed / "final" / "generator" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # the machine that ran it, one line for the start and one for the resume (copied along with the run)
+    from llmgan.machine import cpu_model
+
+    machine = [json.loads(x) for x in (cut / "machine.jsonl").read_text().splitlines()]
+    assert [m["resume"] for m in machine] == [False, True]
+    assert all(m["cpu"] == cpu_model() != "" and m["torch"] == torch.__version__ for m in machine)
+    assert all(m["torch_threads"] == torch.get_num_threads() and len(m["cuda_devices"]) == torch.cuda.device_count()
+               for m in machine)
     # killed after its last checkpoint, before final/: the resume trains nothing more and final/ holds that
     # checkpoint's weights. 3 steps, so that the last one falls inside an epoch (here 4 steps are one epoch: the
     # run above ends at epoch 1.0 in trainer_state.json): transformers alone would train a step 4 and write checkpoint-4

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional
 from llmgan.config import RunConfig, config_to_dict
 from llmgan.errors import LlmganError
 from llmgan.io import append_jsonl, check_output_path, is_write_error, write_atomic, write_error
+from llmgan.machine import machine_info
 
 COMPLETE_MARKER = "COMPLETE"
 STAGING_DIR = ".staging"  # checkpoints are written here, then renamed into the run folder
@@ -268,7 +269,7 @@ RUN_FOLDER_ENTRIES = ("config.yaml", "metrics.jsonl", "faults.jsonl", "tensorboa
                       "selection", "selected",
                       "samples_before_after.json", "README.md", "completions", STAGING_DIR, ".final.tmp",
                       "data_caps.json", "warmup.jsonl", "heldout.jsonl", "warmup_pool.jsonl",
-                      "teacher")  # the last four: stages.py
+                      "teacher", "machine.jsonl")  # warmup..teacher: stages.py
 """What `llmgan train` (and TRL: README.md model card) writes at the top of a run folder, besides checkpoint-N."""
 
 
@@ -278,7 +279,8 @@ def _is_run_entry(name: str) -> bool:
 
 
 def prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool = False) -> Path:
-    """Create (or reuse with `resume`) the run folder `train.output_dir` and write the resolved config.
+    """Create (or reuse with `resume`) the run folder `train.output_dir`, write the resolved config and append
+    the machine to machine.jsonl.
 
     Every file a run writes has a fixed name inside this folder: no other config value becomes part of
     a path that is written. `overwrite` deletes the folder only when everything in it is something a
@@ -299,6 +301,8 @@ def prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool = False) -> Pa
         import yaml
 
         write_atomic(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        # what ran it, one line per start and resume: results reproduce to the digit only on the same kind of CPU
+        append_jsonl(run_dir / "machine.jsonl", {"resume": bool(resume), **machine_info()})
     except OSError as exc:
         raise LlmganError(f"cannot write to run folder {run_dir}: {write_error(exc, run_dir.parent)}") from None
     return run_dir
