@@ -207,7 +207,8 @@ def headline_table(work: Path, seeds: list[int], n: int, with_base: bool) -> str
              ("stopped at the token cap (`cut_at_cap`)", lambda s, nm: cut_share(files[nm]) if nm in files else "", "")]
     made = work / "sft" / "machine.jsonl"  # the SFT stage's machine (RUN/machine.jsonl, one line per start)
     lines = made.read_text().splitlines() if made.is_file() else []
-    made_on = " and ".join(sorted({json.loads(x)["cpu"] for x in lines if x.strip()}))
+    machines = [json.loads(x) for x in lines if x.strip()]
+    made_on = " and ".join(sorted({m["cpu"] + (f" ({m['cpu_id']})" if m.get("cpu_id") else "") for m in machines}))
     out = [f"{first['n_pairs']} test pairs; judge: {work / 'judge'}"
            + (f" and {work / 'judge-base'}" if with_base else "") + (f"; SFT on {made_on}" if made_on else ""),
            "", "| | human floor | " + " | ".join(labels) + " |", "| --- | ---: |" + " ---: |" * len(names)]

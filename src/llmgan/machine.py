@@ -18,15 +18,23 @@ from pathlib import Path
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo's 'model name' on Linux, else `platform.processor()`), or 'unknown'."""
+def _cpuinfo() -> dict:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none, e.g. not Linux)."""
+    fields: dict = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo's 'model name' on Linux, else `platform.processor()`), or 'unknown'."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def _version(package: str) -> str | None:
@@ -37,12 +45,15 @@ def _version(package: str) -> str | None:
 
 
 def machine_info() -> dict:
-    """One JSON-able record of this machine: the time (UTC), CPU name and count, torch's threads and CPU kernel
-    level (`torch.backends.cpu.get_cpu_capability()`), the CUDA devices, Python and the libraries' versions."""
+    """One JSON-able record of this machine: the time (UTC), CPU name, id (vendor/family/model/stepping) and count,
+    torch's threads and CPU kernel level (`torch.backends.cpu.get_cpu_capability()`), the CUDA devices, Python and
+    the libraries' versions."""
     import torch
 
+    info = _cpuinfo()  # a virtual machine may name every Xeon alike; family, model and stepping tell them apart
     return {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(),
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_id": "/".join(info.get(k, "?") for k in ("vendor_id", "cpu family", "model", "stepping")) if info
+            else None, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
             "python": platform.python_version(), **{p: _version(p) for p in PACKAGES}}
