@@ -408,6 +408,7 @@ def test_train_warms_d_up_on_a_pool_with_relevance_negatives(tiny_model_dir, dem
     assert all("discriminator/mismatch_accuracy" in r for r in steps)  # the negatives came along in the sub-batches
     assert all(r["timing/generate"] == 0.0 for r in steps) and rows[0]["timing/pool_encode"] > 0
     assert read_metrics(run)[0]["discriminator/replay_samples"] > 0  # the game replays pool samples
+    assert "`GRPOTrainer`" in (run / "README.md").read_text() and "None" not in (run / "README.md").read_text()
     from llmgan.training.runs import prepare_run_dir
 
     prepare_run_dir(load_config(str(run / "config.yaml")), resume=False, overwrite=True)  # its files are a run's
@@ -423,6 +424,8 @@ def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):
     extra = ("train.sft_steps=4", "train.save_every=2", "train.sft_lr=5e-3", "train.keep_checkpoints=2")
     full = sft(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "full", *extra), progress=False)
     assert [p.name for p in checkpoints(full)] == ["checkpoint-2", "checkpoint-4"]
+    card = (full / "README.md").read_text()  # llmgan's card, not TRL's, which calls a local start model 'None'
+    assert f"starting from {tiny_model_dir}" in card and "`SFTTrainer`" in card and "None" not in card
     # as if killed after step 3: checkpoint-2 complete, a metrics row past it, no final model
     cut = tmp_path / "cut"
     shutil.copytree(full, cut, ignore=shutil.ignore_patterns("checkpoint-4", "final", "plots"))

@@ -186,6 +186,13 @@ class AtomicCheckpoints:
     def _save_extra(self, folder: Path) -> None:
         """What this trainer adds to a checkpoint besides the transformers state (nothing by default)."""
 
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """RUN/README.md, written with each checkpoint. TRL's own card calls a start model given as a local folder
+        (every teacher and SFT-started run) 'None' and links to huggingface.co/None; this one says what the run is."""
+        if self.args.should_save:
+            engine = next((c.__name__ for c in type(self).__mro__ if c.__module__.startswith("trl.")), "Trainer")
+            write_atomic(Path(self.args.output_dir) / "README.md", run_card(Path(self.args.output_dir), engine))
+
     def _load_extra(self, folder: Path) -> None:
         """Read back what `_save_extra` wrote (nothing by default)."""
 
@@ -270,7 +277,27 @@ RUN_FOLDER_ENTRIES = ("config.yaml", "metrics.jsonl", "faults.jsonl", "tensorboa
                       "samples_before_after.json", "README.md", "completions", STAGING_DIR, ".final.tmp",
                       "data_caps.json", "warmup.jsonl", "heldout.jsonl", "warmup_pool.jsonl",
                       "teacher", "machine.jsonl")  # warmup..teacher: stages.py
-"""What `llmgan train` (and TRL: README.md model card) writes at the top of a run folder, besides checkpoint-N."""
+"""What `llmgan train` (README.md: AtomicCheckpoints.create_model_card) writes at the top of a run folder, besides
+checkpoint-N."""
+
+
+def run_card(run_dir: Path, engine: str) -> str:
+    """The run folder's README.md: what wrote it, from which start model, and where its files are."""
+    import yaml
+
+    try:
+        start = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("model", {}).get("name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        start = "(see config.yaml)"
+    start = start or "the embedded default (SmolLM2-135M-Instruct)"
+    return (f"# llmgan run `{run_dir.name}`\n\nWritten by llmgan with TRL's `{engine}`, starting from {start} "
+            "(`model.name` in `config.yaml`).\n\n| file | content |\n| --- | --- |\n"
+            "| `config.yaml` | the resolved config |\n| `machine.jsonl` | the machine of every start and resume |\n"
+            "| `metrics.jsonl`, `plots/` | metrics per step and their figures |\n"
+            "| `checkpoint-N/` | checkpoints to continue from (`--resume`) |\n"
+            "| `final/generator` | the trained model, written at the end |\n\n"
+            f"Serve it with `llmgan serve {run_dir}`; a folder to share, with its own model card and evaluation: "
+            f"`llmgan export {run_dir} OUT`.\n")
 
 
 def _is_run_entry(name: str) -> bool:
