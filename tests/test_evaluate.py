@@ -269,6 +269,11 @@ def test_cli_writes_reports(tmp_path, halves, capsys):
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "report.md", "report.html", "samples.csv", "plots"}
     m = json.loads((out / "metrics.json").read_text())
     assert m["detector_auroc_max"] > 0.95 and m["input"] == str(f) and "human_detector_auroc_max" in m
+    import torch
+
+    from llmgan.machine import cpu_model
+    machine = json.loads((out / "machine.json").read_text())  # which CPU and libraries made these scores
+    assert machine["cpu"] == cpu_model() and machine["torch"] == torch.__version__ and machine["cpus"] >= 1
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4
     for needle in ("<script", "<link", 'src="http', "src='http", 'href="http', "url(", "@import"):
@@ -307,6 +312,7 @@ def test_cli_compare(tmp_path, halves, capsys):
     assert f"| Pairs evaluated (floor: real per half) | {n // 2} | {n} | {n} |  |" in md
     data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert data["systems"]["base"]["detector_auroc_max"] > data["systems"]["gan"]["detector_auroc_max"]
+    assert "cpu_id" in json.loads((tmp_path / "cmp" / "machine.json").read_text())
     diffs = {d["detector"]: d for d in data["detector_auroc_difference_vs_first"]}
     assert set(diffs) == {"max", "minilm_lr", "ngram_lr"}
     for name, key in (("max", "detector_auroc_max"), ("minilm_lr", "detector_auroc_minilm_lr")):

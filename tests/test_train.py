@@ -442,7 +442,7 @@ def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path):
 
     machine = [json.loads(x) for x in (cut / "machine.jsonl").read_text().splitlines()]
     assert [m["resume"] for m in machine] == [False, True]
-    assert all(m["cpu"] == cpu_model() != "" and m["torch"] == torch.__version__ for m in machine)
+    assert all(m["cpu"] == cpu_model() not in ("", "unknown") and m["torch"] == torch.__version__ for m in machine)
     if Path("/proc/cpuinfo").is_file():  # Linux: vendor/family/model/stepping, which tell alike-named CPUs apart
         assert all(len(m["cpu_id"].split("/")) == 4 and "?" not in m["cpu_id"] for m in machine)
     assert all(m["torch_threads"] == torch.get_num_threads() and len(m["cuda_devices"]) == torch.cuda.device_count()

@@ -40,7 +40,7 @@ floor's own reference and size; `same_size_as_floor` in metrics.json).
 Writes (default: <input stem>.eval/ next to the input) metrics.json (every number, self-explaining
 keys, the human floor under human_* keys), report.md, report.html (self-contained: opens offline),
 samples.csv (prompt, real, generated, each detector's out-of-fold score of both, the input row; most
-detectable first by the strongest detector) and plots/.
+detectable first by the strongest detector), plots/ and machine.json (the CPU and library versions that made them).
 --compare A B C puts several systems side by side in one table (comparison.md/.html/.json), with each later
 system's detector AUROC minus A's (paired bootstrap over prompts). --pool-baseline N takes the first N files
 as samples of one baseline model and compares the rest to the mean of their AUROCs: one sample of a model
@@ -75,7 +75,8 @@ from llmgan.evaluation.judge import EvalResult, evaluate_file
 from llmgan.evaluation.metrics import format_value
 from llmgan.evaluation.reading import read_pairs
 from llmgan.evaluation.report import write_comparison, write_outputs
-from llmgan.io import check_output_path
+from llmgan.io import check_output_path, write_json
+from llmgan.machine import machine_info
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -193,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
                          caption=f"human floor: real half B vs real half A ({half} each); '{half} vs {half}': "
                                  "generated responses to B's prompts vs real half A")
             print(headline(result.metrics))
+    # the detectors' scores move with the CPU's floating-point kernels as training does (llmgan.machine)
+    paths["machine"] = write_json(out / "machine.json", machine_info())
     for p in paths.values():
         print(f"wrote {p}")
     return 0
