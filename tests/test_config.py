@@ -47,6 +47,12 @@ def test_bad_values_rejected_before_any_model_loads(override, words):
         load_config(None, [override])
 
 
+def test_end_mark_and_length_matching_are_refused_together():
+    assert load_config(None, ["discriminator.mark_end=true"]).discriminator.mark_end
+    with pytest.raises(LlmganError, match="mark_end with discriminator.length_matched"):
+        load_config(None, ["discriminator.mark_end=true", "discriminator.length_matched=true"])
+
+
 def test_override_needs_equals():
     with pytest.raises(LlmganError, match="section.key=value"):
         apply_overrides({}, ["train.steps"])

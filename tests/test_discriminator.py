@@ -188,6 +188,34 @@ def test_encoder_shapes_masks_and_truncation(tiny):
     assert hidden.shape == (2, 1, 64) and not mask.any()
 
 
+def test_encoder_end_mark_follows_ended_responses_only(tiny):
+    """discriminator.mark_end: the EOS id follows a response that ended within max_response_tokens; one that was
+    cut there (a sample at the generation cap, a long real response) gets none, so the two can differ."""
+    from llmgan.adversarial.features import TokenEncoder
+
+    model, tok = tiny
+    ended, cut = "two words", "a much longer response that certainly exceeds five tokens"
+    n_ended = len(tok(ended, add_special_tokens=False)["input_ids"])
+    assert n_ended < 5
+    plain = HiddenStateEncoder(model, tok, layer=2, max_response_tokens=5)
+    marked = HiddenStateEncoder(model, tok, layer=2, max_response_tokens=5, mark_end=True)
+    h0, m0 = plain.encode(None, [ended, cut, ""])
+    h1, m1 = marked.encode(None, [ended, cut, ""])
+    assert m0.sum(1).tolist() == [n_ended, 5, 0] and m1.sum(1).tolist() == [n_ended + 1, 5, 1]
+    torch.testing.assert_close(h1[:2, :n_ended], h0[:2, :n_ended])  # causal: the text's own states do not move
+    ids = torch.tensor([[marked.anchor_id] + tok(ended, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]])
+    with torch.no_grad():
+        expected = model(input_ids=ids, output_hidden_states=True).hidden_states[2][0, -1]
+    torch.testing.assert_close(h1[0, n_ended], expected)  # the mark is the EOS token read after the text
+    # exactly max_response_tokens tokens ended there; one more was cut
+    five = tok.decode(tok(cut, add_special_tokens=False)["input_ids"][:5])
+    assert marked.encode(None, [five])[1].sum().item() == 6 and marked.encode(None, [five + "!"])[1].sum().item() == 5
+    tokens = TokenEncoder(model, tok, max_response_tokens=5, mark_end=True)
+    ids, mask = tokens.encode(None, [ended, cut])
+    assert ids[0, n_ended + 1].item() == tok.eos_token_id and mask.sum(1).tolist() == [n_ended + 2, 6]
+    assert tok.eos_token_id not in ids[1, 1:6].tolist()
+
+
 def test_encoder_padding_does_not_change_states(tiny):
     model, tok = tiny
     for cond in (False, True):

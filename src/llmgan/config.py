@@ -109,6 +109,9 @@ class DiscriminatorSettings:
     cache_replay_features: bool = _help("keep a frozen encoder's features of replayed samples instead of re-encoding "
                                         "them (ignored for encoder='policy')", True)
     max_response_tokens: int = _help("responses longer than this are truncated before encoding", 96)
+    mark_end: bool = _help("D reads the end-of-text token (the tokenizer's EOS) after every response that ends within "
+                           "max_response_tokens and none after one cut there, so a text that stops mid-way can differ "
+                           "from one that ended (experimental)", False)
     lm_layers: int = _help("architecture=lm: decoder layers of the start model it keeps (0 = all)", 0)
     lm_lora_rank: int = _help("architecture=lm: LoRA rank on the kept layers (0 = train them fully)", 16)
     heldout_size: int = _help("held-out prompts (data.eval_split) whose start-model samples and real responses "
@@ -260,6 +263,9 @@ class RunConfig:
         elif d.mismatched_negatives and not d.condition_on_prompt:
             problems.append("discriminator.mismatched_negatives needs discriminator.condition_on_prompt=true (a D that "
                             "does not read the prompt cannot tell a reply to the wrong post)")
+        if d.mark_end and d.length_matched:
+            problems.append("discriminator.mark_end with discriminator.length_matched: length matching cuts both texts "
+                            "of a pair to one length, so the end mark would say nothing; turn one of them off")
         if self.reward.length_weight < 0 or self.reward.length_window < 1:
             problems.append(f"reward.length_weight must be >= 0 and reward.length_window >= 1 (got "
                             f"{self.reward.length_weight}, {self.reward.length_window})")

@@ -66,7 +66,7 @@ class HiddenStateEncoder:
 
     def __init__(self, model: Any, tokenizer: Any, layer: int = -1, condition_on_prompt: bool = False,
                  max_response_tokens: int = 96, max_prompt_tokens: int = 256, disable_adapters: bool = False,
-                 batch_size: int = 16, early_exit: bool = True):
+                 batch_size: int = 16, early_exit: bool = True, mark_end: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.condition_on_prompt = condition_on_prompt
@@ -91,6 +91,11 @@ class HiddenStateEncoder:
             raise LlmganError("the encoder's tokenizer has no BOS, EOS or PAD token to start a response with")
         self.anchor_id = int(anchor)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else anchor)
+        self.end_id: Optional[int] = None  # discriminator.mark_end: the id read after a response that ended
+        if mark_end:
+            if tokenizer.eos_token_id is None:
+                raise LlmganError("discriminator.mark_end needs an EOS token in the encoder's tokenizer")
+            self.end_id = int(tokenizer.eos_token_id)
 
     @classmethod
     def from_settings(cls, settings: Any, policy: Any, tokenizer: Any, reference_model: Any = None,
@@ -107,7 +112,8 @@ class HiddenStateEncoder:
           the policy there later).
         """
         kwargs = dict(layer=settings.hidden_layer, condition_on_prompt=settings.condition_on_prompt,
-                      max_response_tokens=settings.max_response_tokens, max_prompt_tokens=max_prompt_tokens)
+                      max_response_tokens=settings.max_response_tokens, max_prompt_tokens=max_prompt_tokens,
+                      mark_end=getattr(settings, "mark_end", False))
         if settings.encoder == "policy":
             return cls(policy, tokenizer, **kwargs)
         if settings.encoder == "reference":
@@ -160,6 +166,15 @@ class HiddenStateEncoder:
         if max_tokens <= 0:
             return [[] for _ in ids]
         return [x[:max_tokens] if keep == "first" else x[-max_tokens:] for x in ids]
+
+    def _response_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each response's first max_response_tokens token ids; with mark_end, the end id follows every response
+        that ended within them. A sample cut at the generation cap (max_response_tokens + 1 new tokens, the last
+        of them not the end) and a real response longer than the cap get none alike."""
+        ids = self._token_ids(texts, self.max_response_tokens + (self.end_id is not None), keep="first")
+        if self.end_id is None:
+            return ids
+        return [x + [self.end_id] if len(x) <= self.max_response_tokens else x[:-1] for x in ids]
 
     def _prefixes(self, prompts: Optional[Sequence[Prompt]], n: int) -> list[list[int]]:
         """Token ids that precede each response: the formatted prompt, or the anchor token."""
@@ -214,7 +229,7 @@ class HiddenStateEncoder:
         texts = [as_text(r) for r in responses]
         n = len(texts)
         device = self.device
-        resp_ids = self._token_ids(texts, self.max_response_tokens, keep="first")
+        resp_ids = self._response_ids(texts)
         prefixes = self._prefixes(prompts, n)
         lengths = [len(r) for r in resp_ids]
         t_max = max([1, *lengths])
@@ -276,7 +291,7 @@ class TokenEncoder(HiddenStateEncoder):
         the SFT model), which the discriminator copies."""
         return cls(policy, tokenizer, model_name=model_name, dtype=dtype, trust_remote_code=trust_remote_code,
                    condition_on_prompt=settings.condition_on_prompt, max_response_tokens=settings.max_response_tokens,
-                   max_prompt_tokens=max_prompt_tokens)
+                   max_prompt_tokens=max_prompt_tokens, mark_end=getattr(settings, "mark_end", False))
 
     def start_model(self) -> Any:
         """A fresh copy of the start model, loaded from its folder (float32: it trains)."""
@@ -289,7 +304,7 @@ class TokenEncoder(HiddenStateEncoder):
                requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         texts = [as_text(r) for r in responses]
         n = len(texts)
-        resp_ids = self._token_ids(texts, self.max_response_tokens, keep="first")
+        resp_ids = self._response_ids(texts)
         seqs = [p + r for p, r in zip(self._prefixes(prompts, n), resp_ids)]
         width = max([1, *(len(s) for s in seqs)])
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)

@@ -60,7 +60,8 @@ def _train_embedding(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
     disc = DiscriminatorTrainer(d, cfg.reward, feats, seed=t.seed)
     # the generator encodes its own responses, with gradient (the prototype's design)
     own = HiddenStateEncoder(model, tok, layer=d.hidden_layer, condition_on_prompt=d.condition_on_prompt,
-                             max_response_tokens=d.max_response_tokens, max_prompt_tokens=cfg.data.max_prompt_tokens)
+                             max_response_tokens=d.max_response_tokens, max_prompt_tokens=cfg.data.max_prompt_tokens,
+                             mark_end=d.mark_end)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=t.lr)
     before = sample_eval(model, tok, eval_rows, 4, t.seed, cfg) if progress else None
