@@ -47,10 +47,16 @@ def test_bad_values_rejected_before_any_model_loads(override, words):
         load_config(None, [override])
 
 
-def test_end_mark_and_length_matching_are_refused_together():
-    assert load_config(None, ["discriminator.mark_end=true"]).discriminator.mark_end
+def test_end_mark_is_refused_where_it_would_say_nothing():
+    assert load_config(None, ["discriminator.mark_end=true", "data.response_cap_quantile=0.95"]).discriminator.mark_end
     with pytest.raises(LlmganError, match="mark_end with discriminator.length_matched"):
-        load_config(None, ["discriminator.mark_end=true", "discriminator.length_matched=true"])
+        load_config(None, ["discriminator.mark_end=true", "discriminator.length_matched=true",
+                           "data.response_cap_quantile=0.95"])
+    with pytest.raises(LlmganError, match="a sample cut at the cap would read as ended"):
+        load_config(None, ["discriminator.mark_end=true", "generation.max_new_tokens=48",
+                           "discriminator.max_response_tokens=48"])
+    assert load_config(None, ["discriminator.mark_end=true", "generation.max_new_tokens=49",
+                              "discriminator.max_response_tokens=48"]).discriminator.mark_end
 
 
 def test_override_needs_equals():

@@ -266,6 +266,12 @@ class RunConfig:
         if d.mark_end and d.length_matched:
             problems.append("discriminator.mark_end with discriminator.length_matched: length matching cuts both texts "
                             "of a pair to one length, so the end mark would say nothing; turn one of them off")
+        elif (d.mark_end and self.data.response_cap_quantile is None
+              and self.generation.max_new_tokens <= d.max_response_tokens):
+            problems.append(f"discriminator.mark_end needs generation.max_new_tokens > "
+                            f"discriminator.max_response_tokens (got {self.generation.max_new_tokens} and "
+                            f"{d.max_response_tokens}): a sample cut at the cap would read as ended; set "
+                            "data.response_cap_quantile (cap + 1 new tokens) or raise generation.max_new_tokens")
         if self.reward.length_weight < 0 or self.reward.length_window < 1:
             problems.append(f"reward.length_weight must be >= 0 and reward.length_window >= 1 (got "
                             f"{self.reward.length_weight}, {self.reward.length_window})")

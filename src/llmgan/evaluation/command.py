@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
                          caption=f"human floor: real half B vs real half A ({half} each); '{half} vs {half}': "
                                  "generated responses to B's prompts vs real half A")
             print(headline(result.metrics))
-    # the detectors' scores move with the CPU's floating-point kernels as training does (llmgan.machine)
+    # which machine scored: the SFT stage's samples moved with the CPU (llmgan.machine); the judge's own is unmeasured
     paths["machine"] = write_json(out / "machine.json", machine_info())
     for p in paths.values():
         print(f"wrote {p}")
