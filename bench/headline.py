@@ -86,9 +86,11 @@ def main() -> int:
     work = args.work
     (work / "logs").mkdir(parents=True, exist_ok=True)
     log = open(work / "headline.log", "a", encoding="utf-8")
-    from llmgan.machine import cpu_model  # numbers reproduce to the digit only on the same kind of CPU
+    from llmgan.machine import cpu_id, cpu_model, read_cpuinfo  # numbers reproduce only on the same kind of CPU
 
-    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} machine: {cpu_model()}, {os.cpu_count()} CPUs\n")
+    cpu = read_cpuinfo()
+    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} machine: {cpu_model(cpu)} (id {cpu_id(cpu)}), "
+              f"{os.cpu_count()} CPUs\n")
     bin_dir = Path(sys.executable).parent
     llmgan = [str(bin_dir / "llmgan")] if (bin_dir / "llmgan").exists() else [sys.executable, "-m", "llmgan"]
     n, sets = args.best_of, list(args.set)

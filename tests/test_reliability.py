@@ -727,3 +727,16 @@ def test_prompt_plus_generation_longer_than_the_context_is_a_clear_error(tiny_mo
     msg = str(info.value)
     assert "more than the model's context of 48" in msg and "lower data.max_prompt_tokens" in msg
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_cpu_id_tells_alike_named_cpus_apart_on_x86_and_arm():
+    # the first processor's block only; a machine whose cpuinfo has neither field set gets None, never "?/?/?/?"
+    from llmgan.machine import cpu_id, cpu_model, parse_cpuinfo
+
+    x86 = parse_cpuinfo("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+                        "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 2\n\nprocessor\t: 1\nmodel\t\t: 99\n")
+    assert cpu_id(x86) == "GenuineIntel/6/207/2" and cpu_model(x86) == "Intel(R) Xeon(R) Processor"
+    arm = parse_cpuinfo("processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n"
+                        "CPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0xd0c\nCPU revision\t: 1\n")
+    assert cpu_id(arm) == "0x41/8/0x1/0xd0c/1" and cpu_model(arm) not in ("", "unknown")
+    assert cpu_id(parse_cpuinfo("processor\t: 0\nvendor_id\t: GenuineIntel\n")) is None and cpu_id({}) is None

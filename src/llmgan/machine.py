@@ -18,23 +18,44 @@ from pathlib import Path
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 
 
-def _cpuinfo() -> dict:
-    """The first processor's fields of /proc/cpuinfo ({} where there is none, e.g. not Linux)."""
+def parse_cpuinfo(text: str) -> dict:
+    """The first processor's fields of a /proc/cpuinfo text, as {field: value}."""
     fields: dict = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    except OSError:
-        pass
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
     return fields
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo's 'model name' on Linux, else `platform.processor()`), or 'unknown'."""
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
+def read_cpuinfo() -> dict:
+    """This machine's /proc/cpuinfo fields ({} where there is none, e.g. not Linux)."""
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return {}
+
+
+# The fields that tell alike-named CPUs apart: x86 (vendor/family/model/stepping), else ARM (implementer/architecture/
+# variant/part/revision; ARM's cpuinfo names no model). A virtual machine may name every Xeon alike.
+_ID_FIELDS = (("vendor_id", "cpu family", "model", "stepping"),
+              ("CPU implementer", "CPU architecture", "CPU variant", "CPU part", "CPU revision"))
+
+
+def cpu_id(fields: dict) -> str | None:
+    """'a/b/c/d' from the first of `_ID_FIELDS`' sets that `fields` (parse_cpuinfo's) holds in full, or None."""
+    for keys in _ID_FIELDS:
+        if all(k in fields for k in keys):
+            return "/".join(fields[k] for k in keys)
+    return None
+
+
+def cpu_model(fields: dict | None = None) -> str:
+    """The CPU's model name (/proc/cpuinfo's 'model name' on Linux, else `platform.processor()`), or 'unknown'.
+    `fields`: parse_cpuinfo's result where the caller has it, so that /proc/cpuinfo is read once."""
+    fields = read_cpuinfo() if fields is None else fields
+    return fields.get("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def _version(package: str) -> str | None:
@@ -45,15 +66,14 @@ def _version(package: str) -> str | None:
 
 
 def machine_info() -> dict:
-    """One JSON-able record of this machine: the time (UTC), CPU name, id (vendor/family/model/stepping) and count,
+    """One JSON-able record of this machine: the time (UTC), CPU name, id (`cpu_id`) and count,
     torch's threads and CPU kernel level (`torch.backends.cpu.get_cpu_capability()`), the CUDA devices, Python and
     the libraries' versions."""
     import torch
 
-    info = _cpuinfo()  # a virtual machine may name every Xeon alike; family, model and stepping tell them apart
-    return {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(),
-            "cpu_id": "/".join(info.get(k, "?") for k in ("vendor_id", "cpu family", "model", "stepping")) if info
-            else None, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    info = read_cpuinfo()
+    return {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(info),
+            "cpu_id": cpu_id(info), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
             "python": platform.python_version(), **{p: _version(p) for p in PACKAGES}}

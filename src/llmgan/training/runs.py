@@ -182,14 +182,17 @@ class AtomicCheckpoints:
 
     keep_checkpoints: int = 2
     _staging: Optional[str] = None
+    _card_written: bool = False
 
     def _save_extra(self, folder: Path) -> None:
         """What this trainer adds to a checkpoint besides the transformers state (nothing by default)."""
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
         """RUN/README.md, written with each checkpoint. TRL's own card calls a start model given as a local folder
-        (every teacher and SFT-started run) 'None' and links to huggingface.co/None; this one says what the run is."""
-        if self.args.should_save:
+        (every teacher and SFT-started run) 'None' and links to huggingface.co/None; this one says what the run is.
+        Its content is fixed for the run, so it is written once per start or resume, not at every checkpoint."""
+        if self.args.should_save and not self._card_written:
+            self._card_written = True
             engine = next((c.__name__ for c in type(self).__mro__ if c.__module__.startswith("trl.")), "Trainer")
             write_atomic(Path(self.args.output_dir) / "README.md", run_card(Path(self.args.output_dir), engine))
 
