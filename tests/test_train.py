@@ -129,6 +129,22 @@ def test_sft_and_adversarial_stage_recompute_activations_only_when_asked(tmp_pat
     assert load_config(None, []).model.gradient_checkpointing is False
 
 
+def test_sft_stage_takes_its_own_lr_schedule_and_the_game_keeps_its_own(tmp_path):
+    """train.sft_lr_scheduler sets the SFT stage's schedule alone (null: train.lr_scheduler for both)."""
+    from llmgan.config import load_config
+    from llmgan.errors import LlmganError
+    from llmgan.training.sft import sft_args
+    from llmgan.training.trainer import grpo_args
+
+    cfg = load_config(None, ["train.sft_lr_scheduler=linear", f"train.output_dir={tmp_path}"])
+    sft, game = sft_args(cfg, tmp_path, progress=False), grpo_args(cfg, tmp_path)
+    assert sft.lr_scheduler_type.value == "linear" and game.lr_scheduler_type.value == "constant"
+    cfg = load_config(None, ["train.lr_scheduler=cosine", f"train.output_dir={tmp_path}"])
+    assert sft_args(cfg, tmp_path, progress=False).lr_scheduler_type.value == "cosine"
+    with pytest.raises(LlmganError, match="train.sft_lr_scheduler"):
+        load_config(None, ["train.sft_lr_scheduler=bogus"])
+
+
 def test_sft_warm_start_then_adversarial(tiny_model_dir, demo_data, tmp_path):
     """train.sft_warm_start: SFT into RUN/sft first, then the adversarial steps from that model; a resumed
     run reuses the finished SFT model instead of training it again."""

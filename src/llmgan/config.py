@@ -154,6 +154,11 @@ class RewardSettings:
     length_window: int = _help("the generator's latest completions whose lengths estimate p_generated", 64)
 
 
+# transformers scheduler names that need no extra arguments
+Scheduler = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+                    "inverse_sqrt"]
+
+
 @dataclass
 class TrainSettings:
     """The adversarial loop (or SFT), its schedule, logging and checkpoints."""
@@ -164,8 +169,7 @@ class TrainSettings:
     steps: int = _help("generator updates", 100)
     prompts_per_step: int = _help("prompts per generator update", 4)
     lr: float = _help("generator learning rate", 1e-4)
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
-                          "inverse_sqrt"] = _help("transformers scheduler name (those that need no extra arguments)", "constant")
+    lr_scheduler: Scheduler = _help("transformers scheduler name (those that need no extra arguments)", "constant")
     warmup_ratio: float = _help("generator LR warm-up share of the steps", 0.0)
     beta: float = _help("KL coefficient to the starting model (k3 estimator)", 0.04)
     max_grad_norm: float = _help("gradient clipping for the generator", 1.0)
@@ -178,6 +182,7 @@ class TrainSettings:
     max_consecutive_faults: int = _help("stop after this many consecutive NaN/Inf steps", 5)
     sft_steps: int = _help("supervised steps (for `llmgan sft`, and for the warm start below)", 100)
     sft_lr: float = _help("learning rate of the supervised steps (0 = train.lr)", 0.0)
+    sft_lr_scheduler: Optional[Scheduler] = _help("scheduler of the supervised steps (null = train.lr_scheduler)", None)
     sft_warm_start: bool = _help("`llmgan train` first fine-tunes on the real responses for train.sft_steps steps "
                                  "(into RUN/sft) and trains adversarially from that model; it is also the KL reference", False)
 

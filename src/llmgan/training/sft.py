@@ -143,7 +143,8 @@ def sft_args(cfg: RunConfig, run_dir: Path, progress: bool = True):
     on_gpu = torch.cuda.is_available()
     return SFTConfig(
         output_dir=str(run_dir), per_device_train_batch_size=cfg.train.prompts_per_step * cfg.generation.num_generations,
-        max_steps=cfg.train.sft_steps, learning_rate=cfg.train.sft_lr or cfg.train.lr, lr_scheduler_type=cfg.train.lr_scheduler,
+        max_steps=cfg.train.sft_steps, learning_rate=cfg.train.sft_lr or cfg.train.lr,
+        lr_scheduler_type=cfg.train.sft_lr_scheduler or cfg.train.lr_scheduler,
         warmup_steps=int(round(cfg.train.warmup_ratio * cfg.train.sft_steps)), max_grad_norm=cfg.train.max_grad_norm, logging_steps=cfg.train.log_every,
         save_strategy="steps", save_steps=cfg.train.save_every, save_only_model=False, seed=cfg.train.seed, data_seed=cfg.train.seed, report_to="none", disable_tqdm=not progress,
         use_cpu=not on_gpu, bf16=cfg.model.dtype == "bfloat16", completion_only_loss=True,
