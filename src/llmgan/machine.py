@@ -44,7 +44,8 @@ _ID_FIELDS = (("vendor_id", "cpu family", "model", "stepping"),
 
 
 def cpu_id(fields: dict) -> str | None:
-    """'a/b/c/d' from the first of `_ID_FIELDS`' sets that `fields` (parse_cpuinfo's) holds in full, or None."""
+    """The values of the first of `_ID_FIELDS`' sets that `fields` (parse_cpuinfo's) holds in full, joined by '/';
+    None where it holds none of them."""
     for keys in _ID_FIELDS:
         if all(k in fields for k in keys):
             return "/".join(fields[k] for k in keys)
