@@ -170,7 +170,9 @@ class HiddenStateEncoder:
     def _response_ids(self, texts: list[str]) -> list[list[int]]:
         """Each response's first max_response_tokens token ids; with mark_end, the end id follows every response
         that ended within them. A sample cut at the generation cap (max_response_tokens + 1 new tokens, the last
-        of them not the end) and a real response longer than the cap get none alike."""
+        of them not the end) and a real response longer than the cap get none alike. Known edge: "ended" is read
+        from the stored text's tokens, which `llmgan generate` strips, so a cut sample can count fewer tokens than
+        it had (62 of 316 cut reply drafts marked, RESULTS.md); the generator's own cut flag would be exact."""
         ids = self._token_ids(texts, self.max_response_tokens + (self.end_id is not None), keep="first")
         if self.end_id is None:
             return ids
