@@ -61,7 +61,8 @@ def main() -> int:
     # teachers on the shared start model read the same hidden states: each draw is encoded once for all of them
     logits = []  # per draw [T, M]
     for k, d in enumerate(draws):
-        logits.append(Teacher.logits_of(teachers, prompts, [text_of(r) for r in d]))
+        # cut_at_cap: the generator's own flag, read by a teacher with discriminator.mark_end (None where missing)
+        logits.append(Teacher.logits_of(teachers, prompts, [text_of(r) for r in d], [r.get("cut_at_cap") for r in d]))
         print(f"draw {k}: scored {len(prompts)} by {len(teachers)} teachers ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     stacked = torch.stack(logits, dim=1)  # [T, N, M]

@@ -216,6 +216,28 @@ def test_encoder_end_mark_follows_ended_responses_only(tiny):
     assert tok.eos_token_id not in ids[1, 1:6].tolist()
 
 
+def test_end_mark_reads_the_generators_cut_flag_where_given(tiny):
+    """With the generator's cut flags the end mark does not depend on the stored text's length: a sample cut at
+    the cap that counts fewer tokens once stripped (RESULTS.md: 62 of 316 cut reply drafts) gets no mark; a flag
+    of False or None (a real response) marks a text that fits. `cut_flags` reads TRL's completion ids."""
+    from llmgan.adversarial.features import TokenEncoder, cut_flags
+
+    model, tok = tiny
+    short = "two words"
+    n = len(tok(short, add_special_tokens=False)["input_ids"])
+    for enc in (HiddenStateEncoder(model, tok, layer=2, max_response_tokens=5, mark_end=True),
+                TokenEncoder(model, tok, max_response_tokens=5, mark_end=True)):
+        _, mask = enc.encode(None, [short, short, short], cut=[True, False, None])
+        base = 1 if isinstance(enc, TokenEncoder) else 0  # a token encoder's row also holds the anchor
+        assert mask.sum(1).tolist() == [base + n, base + n + 1, base + n + 1]
+        assert enc.encode(None, [short])[1].sum().item() == base + n + 1  # no flags: the text's length decides
+        with pytest.raises(ValueError, match="one cut flag per response"):
+            enc.encode(None, [short, short], cut=[True])
+    plain = HiddenStateEncoder(model, tok, layer=2, max_response_tokens=5)
+    assert plain.encode(None, [short], cut=[True])[1].sum().item() == n  # without mark_end the flag is not read
+    assert cut_flags([[5, 2], [5, 6], [], [2], [7, 0]], [2, 0, None]) == [False, True, True, False, False]
+
+
 def test_encoder_padding_does_not_change_states(tiny):
     model, tok = tiny
     for cond in (False, True):

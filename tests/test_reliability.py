@@ -517,7 +517,7 @@ def test_discriminator_reward_with_nan_features_is_finite_and_reports_it():
     class NanEncoder:
         hidden_size, condition_on_prompt, device = 8, False, torch.device("cpu")
 
-        def encode(self, prompts, texts, requires_grad=False):
+        def encode(self, prompts, texts, requires_grad=False, cut=None):
             return torch.full((len(texts), 3, 8), float("nan")), torch.ones(len(texts), 3, dtype=torch.bool)
 
     rw = DiscriminatorReward(DiscriminatorSettings(width=8, heads=2, layers=1), RewardSettings(), NanEncoder())

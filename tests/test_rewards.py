@@ -114,7 +114,7 @@ class CharEncoder:
     def __init__(self):
         self.table = torch.randn(256, self.hidden_size, generator=torch.Generator().manual_seed(0))
 
-    def encode(self, prompts, responses):
+    def encode(self, prompts, responses, cut=None):
         texts = [r if isinstance(r, str) else r[0]["content"] for r in responses]
         t = max([1, *(min(12, len(x)) for x in texts)])
         hidden = torch.zeros(len(texts), t, self.hidden_size)
@@ -330,9 +330,9 @@ class CountingEncoder(CharEncoder):
         super().__init__()
         self.rows = 0
 
-    def encode(self, prompts, responses):
+    def encode(self, prompts, responses, cut=None):
         self.rows += len(responses)
-        return super().encode(prompts, responses)
+        return super().encode(prompts, responses, cut)
 
 
 def test_frozen_encoder_replay_features_are_cached_not_reencoded():
@@ -386,7 +386,7 @@ class PromptCharEncoder(CharEncoder):
         self.table = torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
         self.calls: list[tuple[list, list]] = []
 
-    def encode(self, prompts, responses):
+    def encode(self, prompts, responses, cut=None):
         self.calls.append((list(prompts), [r if isinstance(r, str) else r[0]["content"] for r in responses]))
         texts = self.calls[-1][1]
         t = max([1, *(min(12, len(x)) for x in texts)])
@@ -474,6 +474,48 @@ def test_heldout_auroc_measures_the_teacher_and_is_logged():
     assert rw.metrics["discriminator/heldout_auroc"] == rw.heldout_auroc() > 0.9 > start
     with pytest.raises(ValueError, match="one fake and one real"):
         rw.set_heldout(["a"], ["b", "c"], ["d"])
+
+
+def test_the_generators_cut_flags_reach_every_encoding_of_a_fake():
+    """discriminator.mark_end reads the generator's own cut flag, not the stored text's length: the game's flags
+    (from TRL's completion ids, as TRL's clipped_ratio counts them), the replayed fakes' and the held-out set's
+    reach the encoder; real responses never carry one, and without an end mark no flag is derived."""
+    import types
+
+    class FlagEncoder(CharEncoder):
+        end_id = 2  # the encoder's end mark (HiddenStateEncoder.end_id with mark_end)
+        tokenizer = types.SimpleNamespace(pad_token_id=0)
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def encode(self, prompts, responses, cut=None):
+            self.seen.append(([r if isinstance(r, str) else r[0]["content"] for r in responses],
+                              None if cut is None else list(cut)))
+            return super().encode(prompts, responses)
+
+    enc = FlagEncoder()
+    rw = DiscriminatorReward(small_settings(encoder="policy"), RewardSettings(saturation_window=0), enc, seed=0)
+    p, c, r = trl_batch(0)
+    texts = [x[0]["content"] for x in c]
+    flag = {t: i % 2 == 0 for i, t in enumerate(texts)}  # every other completion stopped at the cap
+    ids = [[5, 6] if flag[t] else [5, 2] if i != 5 else [5, 0] for i, t in enumerate(texts)]  # pad ends too
+    rw(p, c, completion_ids=ids, response=r)
+    assert enc.seen[0] == (texts, [flag[t] for t in texts]) and enc.seen[1][1] is None  # fakes, then reals
+    assert [it["cut"] for it in rw.replay.items] == [flag[t] for t in texts]
+    enc.seen.clear()
+    p, c, r = trl_batch(1)
+    rw(p, c, completion_ids=[[2]] * len(c), response=r)
+    replayed, cut = enc.seen[2]  # after this batch's fakes and reals: the replayed fakes, re-encoded
+    assert replayed and cut == [flag[t] for t in replayed]
+    rw.set_heldout(["", ""], ["a", "b"], ["A", "B"], cut=[True, False])
+    enc.seen.clear()
+    rw.heldout_auroc()
+    assert enc.seen == [(["A", "B"], None), (["a", "b"], [True, False])]
+    enc.end_id, enc.seen = None, []
+    rw(p, c, completion_ids=[[5, 6]] * len(c), response=r)
+    assert enc.seen[0][1] is None
 
 
 def test_select_rows_keeps_pairs_and_relevance_negatives_hand_values():

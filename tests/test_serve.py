@@ -241,6 +241,9 @@ def test_best_of_answers_with_the_teacher_s_pick(best_of_server, run_export, tin
     assert status == 200, a
     x = a["llmgan"]
     assert x["best_of"] == 3 and len(set(x["draws"])) == 3  # three different samples
+    # each draw's finish_reason "length" is its cut flag (read by a teacher with discriminator.mark_end)
+    assert len(x["draws_cut_at_cap"]) == 3 and x["draws_cut_at_cap"][x["picked"]] == (
+        a["choices"][0]["finish_reason"] == "length")
     system = json.loads((run_export / "llmgan_export.json").read_text())["system_prompt"]
     expected = Teacher.load(folder).logits([[{"role": "system", "content": system}] + USER] * 3, x["draws"])
     assert torch.allclose(torch.tensor(x["teacher_logits"]), expected, atol=1e-4)

@@ -124,6 +124,30 @@ def test_discriminators_on_one_encoder_encode_each_text_once(trained):
     assert calls == {"disc": 2, "other": 2}  # 2 chunks each; `same` read disc's states
 
 
+def test_a_teacher_with_an_end_mark_reads_each_draws_cut_flag(trained):
+    """A teacher with discriminator.mark_end scores a draw by the generator's cut flag (`cut_at_cap`), not by the
+    stored text's length; one without it ignores the flag; the two never share an encoding (`encoder_key`)."""
+    from llmgan.adversarial.features import HiddenStateEncoder
+    from llmgan.adversarial.reward import DiscriminatorReward
+
+    disc, _ = trained
+    cfg = tiny_teacher_cfg(Path("unused"), "discriminator.mark_end=true", "generation.max_new_tokens=17")
+    model, tok = disc.encoder.model, disc.encoder.tokenizer
+    enc = HiddenStateEncoder.from_settings(cfg.discriminator, policy=model, tokenizer=tok, reference_model=model,
+                                           max_prompt_tokens=cfg.data.max_prompt_tokens)
+    marked = DiscriminatorReward(cfg.discriminator, cfg.reward, enc, seed=3)
+    prompts, texts = [conv(p) for p in POSTS[:2]] * 2, FAKES[:2] * 2
+    flags = [True, True, False, None]  # the same two texts, once cut at the cap, once ended (or unknown)
+    alone = [score_completions(d, prompts, texts, cut=flags) for d in (disc, marked)]
+    assert torch.allclose(alone[0][:2], alone[0][2:])  # no mark: the flag is not read
+    assert (alone[1][:2] - alone[1][2:]).abs().min() > 1e-4  # a cut draw reads without the end mark
+    assert torch.allclose(score_completions(marked, prompts[2:], texts[2:]), alone[1][2:])  # None: the length decides
+    together = score_with_many([disc, marked], prompts, texts, cut=flags)
+    assert torch.allclose(together, torch.stack(alone), atol=1e-6)
+    with pytest.raises(ValueError, match="one cut flag per completion"):
+        score_with_many([marked], prompts, texts, cut=flags[:3])
+
+
 def test_teacher_round_trip(trained, tiny_model_dir):
     """Teacher.load rebuilds the encoder from config.yaml's start model and reads D back: the same logits as the
     trained D, not an untrained D's."""

@@ -293,9 +293,10 @@ def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkey
 
     calls = []
 
-    def fake_generate(model, tok, prompts, **kw):
+    def fake_generate(model, tok, prompts, return_cut=False, **kw):
         calls.append(len(prompts))
-        return [f"sample for {p[-1]['content']}" for p in prompts]
+        texts = [f"sample for {p[-1]['content']}" for p in prompts]
+        return (texts, [False] * len(texts)) if return_cut else texts
 
     monkeypatch.setattr(generator, "generate_responses", fake_generate)
 
@@ -305,7 +306,7 @@ def test_a_warmup_pool_is_sampled_once_and_passed_over_in_pairs(tmp_path, monkey
         def __init__(self):
             self.steps, self.encoded = [], 0
 
-        def encode(self, prompts, completions, response):
+        def encode(self, prompts, completions, response, cut=None):
             self.encoded += len(completions)
             h = lambda texts: torch.tensor([[float(len(t))] for t in texts])[:, :, None]  # noqa: E731
             ones = torch.ones(len(completions), 1, dtype=torch.bool)
@@ -370,9 +371,10 @@ def test_a_warmup_pool_drawn_at_several_temperatures(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_generate(model, tok, prompts, temperature=None, seed=None, **kw):
+    def fake_generate(model, tok, prompts, temperature=None, seed=None, return_cut=False, **kw):
         calls.append((temperature, seed, [p[-1]["content"] for p in prompts]))
-        return [f"{p[-1]['content']} at {temperature}" for p in prompts]
+        texts = [f"{p[-1]['content']} at {temperature}" for p in prompts]
+        return (texts, [False] * len(texts)) if return_cut else texts
 
     monkeypatch.setattr(generator, "generate_responses", fake_generate)
     prompts = [[{"role": "user", "content": f"p{i}"}] for i in range(5)]
@@ -391,7 +393,7 @@ def test_a_warmup_pool_drawn_at_several_temperatures(tmp_path, monkeypatch):
     assert calls == [(1.0, 10, ["p0", "p1", "p2", "p3", "p4"])]  # none given: generation.temperature, one call
 
     class PoolD:  # just enough of a discriminator for the warm-up to run on a pool
-        def encode(self, prompts, completions, response):
+        def encode(self, prompts, completions, response, cut=None):
             return types.SimpleNamespace(fakes=completions)
 
         def select(self, pool, take):
@@ -429,6 +431,54 @@ def test_train_warms_d_up_on_a_pool_with_relevance_negatives(tiny_model_dir, dem
 
     prepare_run_dir(load_config(str(run / "config.yaml")), resume=False, overwrite=True)  # its files are a run's
     assert not (run / "warmup_pool.jsonl").exists() and not (run / "heldout.jsonl").exists()
+
+
+def test_start_model_samples_keep_the_generators_cut_flags(tmp_path, monkeypatch):
+    """The pool and held-out samples are written with `cut_at_cap`; with_cut reads them back, and a file written
+    before the flags were kept is sampled again rather than read with none (discriminator.mark_end needs them)."""
+    from llmgan import generator
+    from llmgan.training import stages
+
+    calls = []
+
+    def fake_generate(model, tok, prompts, return_cut=False, **kw):
+        calls.append(len(prompts))
+        texts = [f"s{i}" for i in range(len(prompts))]
+        return (texts, [i % 2 == 0 for i in range(len(prompts))]) if return_cut else texts
+
+    monkeypatch.setattr(generator, "generate_responses", fake_generate)
+    prompts = [[{"role": "user", "content": f"p{i}"}] for i in range(3)]
+    reals = ["r0", "r1", "r2"]
+    cfg, path = load_config(None, []), tmp_path / "samples.jsonl"
+    assert stages.start_model_samples(cfg, None, None, prompts, reals, 7, path, with_cut=True) == (
+        ["s0", "s1", "s2"], [True, False, True])
+    assert [json.loads(x)["cut_at_cap"] for x in path.read_text().splitlines()] == [True, False, True]
+    assert stages.start_model_samples(cfg, None, None, prompts, reals, 7, path) == ["s0", "s1", "s2"]
+    assert stages.start_model_samples(cfg, None, None, prompts, reals, 7, path, with_cut=True)[1] == [True, False, True]
+    assert calls == [3]  # both read back
+    old = [{k: v for k, v in json.loads(x).items() if k != "cut_at_cap"} for x in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert stages.start_model_samples(cfg, None, None, prompts, reals, 7, path) == ["s0", "s1", "s2"]
+    assert calls == [3]  # without the flags asked for, an old file is still read back
+    assert stages.start_model_samples(cfg, None, None, prompts, reals, 7, path, with_cut=True)[1] == [True, False, True]
+    assert calls == [3, 3]  # asked for, it is sampled again
+
+
+def test_train_with_mark_end_gives_d_the_generators_cut_flags(tiny_model_dir, demo_data, tmp_path):
+    """discriminator.mark_end end to end: the pool and held-out samples keep their cut flags, and the game's
+    completions (TRL's ids) reach D's replay buffer with theirs, so no mark is read from a stripped text's length."""
+    from llmgan.training.train import train
+
+    run = train(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "mark", "train.steps=1", "discriminator.warmup_steps=1",
+                         "discriminator.warmup_pool=4", "discriminator.warmup_batch=4", "discriminator.heldout_size=10",
+                         "discriminator.mark_end=true", "discriminator.max_response_tokens=5"), progress=False)
+    for name, n in (("warmup_pool.jsonl", 4), ("heldout.jsonl", 10)):
+        rows = [json.loads(x) for x in (run / name).read_text().splitlines()]
+        assert len(rows) == n and all(isinstance(r["cut_at_cap"], bool) for r in rows)
+    states = sorted(run.rglob("discriminator_state.json"))
+    assert states
+    items = json.loads(states[-1].read_text())["replay"]["items"]
+    assert items and all(isinstance(it["cut"], bool) for it in items)
 
 
 def test_sft_resumes_from_its_checkpoint(tiny_model_dir, demo_data, tmp_path, monkeypatch):

@@ -499,7 +499,7 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
         cuts.append(cut)
     # the teacher reads the start model's states: the generator already loaded is that model when --model is it
     teacher = Teacher.load(args.teacher, device=args.device, dtype=args.dtype, loaded=(args.model, model, tok))
-    logits = torch.stack([teacher.logits(prompts, draw) for draw in texts])  # [N, M]
+    logits = torch.stack([teacher.logits(prompts, draw, c) for draw, c in zip(texts, cuts)])  # [N, M]
     pick = best_of(logits)
     counts = torch.bincount(pick, minlength=args.best_of).tolist()
     print(f"teacher logit: draw 0 {logits[0].mean():.3f}, best of {args.best_of} "

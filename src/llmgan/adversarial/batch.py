@@ -33,6 +33,9 @@ class EncodedBatch:
     mis_m: Optional[torch.Tensor] = None     # [R', Tm] bool
     mis_pair: Optional[torch.Tensor] = None  # [R'] long: index into reals of the prompt each one is read after
     mis_real: Optional[torch.Tensor] = None  # [R'] long: index into reals of the response each one is
+    # discriminator.mark_end: the generator's flag per completion, True where it stopped at the token cap (None
+    # when not known: D then reads the text's length; `features.HiddenStateEncoder._response_ids`)
+    fake_cut: Optional[list] = None          # [M] bool or None
 
 
 def pad_cat(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +88,8 @@ def select_rows(batch: EncodedBatch, fake_rows: Sequence[int]) -> EncodedBatch:
     real_idx = torch.as_tensor(reals, dtype=torch.long, device=device)
     out = EncodedBatch([batch.prompts[i] for i in rows.tolist()], [batch.fakes[i] for i in rows.tolist()],
                        [batch.reals[i] for i in reals], new_index[batch.pair[rows]], batch.fake_h[rows],
-                       batch.fake_m[rows], batch.real_h[real_idx], batch.real_m[real_idx])
+                       batch.fake_m[rows], batch.real_h[real_idx], batch.real_m[real_idx],
+                       fake_cut=None if batch.fake_cut is None else [batch.fake_cut[i] for i in rows.tolist()])
     if mis:
         k = torch.as_tensor(mis, dtype=torch.long, device=device)
         out.mis_h, out.mis_m = batch.mis_h[k], batch.mis_m[k]

@@ -89,6 +89,7 @@ class DiscriminatorTrainer:
             getattr(settings, "encoder", "reference") != "policy"
         self.cache_hits = 0  # replayed rows served from cached features (benchmark/diagnostics)
         self._heldout: Optional[tuple[list, list, list]] = None  # set_heldout: (prompts, fakes, reals)
+        self._heldout_cut: Optional[list] = None  # set_heldout: the fakes' cut flags (discriminator.mark_end)
         self._heldout_encoded: Optional[list] = None  # their encodings, kept when the encoder is frozen
         self.d_loss = LOSSES.get(settings.loss)  # a losses.Loss
         # discriminator.length_matched: D trains on (real, fake) pairs cut to one length; it needs each fake's real
@@ -100,13 +101,15 @@ class DiscriminatorTrainer:
             raise LlmganError(f"discriminator.loss must be one of {', '.join(LOSSES)} (got {settings.loss!r})")
 
     # -- held-out strength ---------------------------------------------------------------------
-    def set_heldout(self, prompts: Sequence[Any], fakes: Sequence[Any], reals: Sequence[Any]) -> None:
-        """A fixed held-out set on which `heldout_auroc` measures D: the start model's samples (`fakes`) and the
-        real responses (`reals`) to the same held-out prompts, one each per prompt. With
-        `settings.heldout_every` > 0, `finish` logs `discriminator/heldout_auroc` every that many scored batches."""
+    def set_heldout(self, prompts: Sequence[Any], fakes: Sequence[Any], reals: Sequence[Any],
+                    cut: Optional[Sequence[Optional[bool]]] = None) -> None:
+        """A fixed held-out set on which `heldout_auroc` measures D: the start model's samples (`fakes`; `cut`, their
+        cut flags as in `encode`) and the real responses (`reals`) to the same held-out prompts, one each per prompt.
+        `finish` logs `discriminator/heldout_auroc` every `settings.heldout_every` scored batches (0: never)."""
         if not len(prompts) == len(fakes) == len(reals) or not len(prompts):
             raise ValueError("set_heldout needs one fake and one real response per prompt")
         self._heldout = ([p for p in prompts], [as_text(f) for f in fakes], [as_text(r) for r in reals])
+        self._heldout_cut = None if cut is None else list(cut)
         self._heldout_encoded = None
 
     @torch.no_grad()
@@ -120,8 +123,8 @@ class DiscriminatorTrainer:
         if self._heldout_encoded is None or not self.cache_features:
             prompts, fakes, reals = self._heldout
             cond = self.encoder.condition_on_prompt
-            encoded = [tuple(t.to(self.device) for t in self.encoder.encode(prompts if cond else None, texts))
-                       for texts in (reals, fakes)]
+            encoded = [tuple(t.to(self.device) for t in self.encoder.encode(prompts if cond else None, texts, cut=cut))
+                       for texts, cut in ((reals, None), (fakes, self._heldout_cut))]
             self._heldout_encoded = encoded if self.cache_features else None
         else:
             encoded = self._heldout_encoded
@@ -132,11 +135,13 @@ class DiscriminatorTrainer:
 
     # -- the steps --------------------------------------------------------------------------------
 
-    def encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]]) -> EncodedBatch:
+    def encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]],
+               cut: Optional[Sequence[Optional[bool]]] = None) -> EncodedBatch:
         """prompts [M], completions [M] (strings or [{role, content}]), response [M] the real reply of each
-        completion's prompt -> the batch: fakes and the unique reals, encoded."""
+        completion's prompt, cut [M] (optional) whether each completion stopped at the generation cap -> the
+        batch: fakes and the unique reals, encoded."""
         self.faults = []
-        return self._encode(prompts, completions, response)
+        return self._encode(prompts, completions, response, cut)
 
     def update(self, batch: EncodedBatch, steps: Optional[int] = None) -> dict[str, float]:
         """`steps` (default settings.steps_per_generator_step) AdamW updates of D on the batch's reals vs its
@@ -266,13 +271,13 @@ class DiscriminatorTrainer:
                 "discriminator/fake_score": float(torch.sigmoid(fake_logits).mean())}
 
     def train_step(self, prompts: Sequence[Any], completions: Sequence[Any], response: Sequence[Any],
-                   steps: Optional[int] = None) -> dict[str, float]:
+                   steps: Optional[int] = None, cut: Optional[Sequence[Optional[bool]]] = None) -> dict[str, float]:
         """Discriminator-only update (warm-up): encode, update, finish; returns the metrics.
 
-        steps defaults to settings.steps_per_generator_step (at least 1).
+        steps defaults to settings.steps_per_generator_step (at least 1); cut as in `encode`.
         """
         t0 = time.perf_counter()
-        batch = self.encode(prompts, completions, response)
+        batch = self.encode(prompts, completions, response, cut)
         return self.train_on(batch, steps, {"timing/encode": self._elapsed(t0)})
 
     def train_on(self, batch: EncodedBatch, steps: Optional[int] = None,
@@ -351,7 +356,8 @@ class DiscriminatorTrainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
 
-    def _encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]]) -> EncodedBatch:
+    def _encode(self, prompts: Sequence[Any], completions: Sequence[Any], response: Optional[Sequence[Any]],
+                cut: Optional[Sequence[Optional[bool]]] = None) -> EncodedBatch:
         if response is None:
             raise LlmganError(f"the discriminator reward needs the real responses: the training dataset must have a "
                               f"'{self.real_column}' column")
@@ -371,10 +377,11 @@ class DiscriminatorTrainer:
                 reals.append(text)
             pair.append(index[key])
         cond = self.encoder.condition_on_prompt
-        fake_h, fake_m = (t.to(self.device) for t in self.encoder.encode(list(prompts) if cond else None, fakes))
+        fake_h, fake_m = (t.to(self.device) for t in self.encoder.encode(list(prompts) if cond else None, fakes,
+                                                                         cut=cut))
         real_h, real_m = (t.to(self.device) for t in self.encoder.encode(real_prompts if cond else None, reals))
         batch = EncodedBatch(list(prompts), fakes, reals, torch.tensor(pair, dtype=torch.long, device=self.device),
-                       fake_h, fake_m, real_h, real_m)
+                       fake_h, fake_m, real_h, real_m, fake_cut=None if cut is None else list(cut))
         self.lengths.add(human=real_m.sum(1).tolist(), generated=fake_m.sum(1).tolist())
         if cond and getattr(self.settings, "mismatched_negatives", 0.0) > 0:
             other = mismatched_prompts([prompt_key(p) for p in real_prompts])
@@ -408,7 +415,8 @@ class DiscriminatorTrainer:
         if missing:
             items = [self.replay.items[i] for i in missing]
             prompts = [it["prompt"] for it in items] if self.encoder.condition_on_prompt else None
-            h, m = (t.to(self.device) for t in self.encoder.encode(prompts, [it[kind] for it in items]))
+            cut = [it.get("cut") for it in items] if kind == "fake" else None  # the generator's flag, where kept
+            h, m = (t.to(self.device) for t in self.encoder.encode(prompts, [it[kind] for it in items], cut=cut))
             for j, i in enumerate(missing):
                 rows[i] = h[j, :int(m[j].sum())].clone()
                 if self.cache_features:
@@ -466,8 +474,9 @@ class DiscriminatorTrainer:
                 reals = [batch.real_h[i, :int(n)].detach().clone() for i, n in enumerate(n_real)]  # once per real
                 for f, i in zip(features, pairs):
                     f["real"] = reals[i]
-        self.replay.add(({"prompt": p, "fake": f, "real": batch.reals[int(i)]}
-                         for p, f, i in zip(batch.prompts, batch.fakes, pairs)), features)
+        cuts = batch.fake_cut or [None] * len(batch.fakes)
+        self.replay.add(({"prompt": p, "fake": f, "real": batch.reals[int(i)], **({} if c is None else {"cut": c})}
+                         for p, f, i, c in zip(batch.prompts, batch.fakes, pairs, cuts)), features)
         every = getattr(self.settings, "heldout_every", 0)
         if every and self._heldout is not None and self.calls and self.calls % every == 0:
             metrics["discriminator/heldout_auroc"] = self.heldout_auroc()  # the same on every rank: one set

@@ -37,6 +37,14 @@ def as_text(item: Any) -> str:
     raise TypeError(f"expected a string or a list of messages, got {type(item).__name__}")
 
 
+def cut_flags(completion_ids: Sequence[Sequence[int]], end_ids: Sequence[int]) -> list[bool]:
+    """The generator's own cut flags from its completions' token ids [N][t_i] (as TRL hands them to reward
+    functions, each cut after its first end token) -> [N] bools, True where a completion does not end in one of
+    `end_ids` (it stopped at the token cap mid-text). What `discriminator.mark_end` reads for the game's samples."""
+    ends = {int(e) for e in end_ids if e is not None}
+    return [not len(ids) or int(ids[-1]) not in ends for ids in completion_ids]
+
+
 class HiddenStateEncoder:
     """Hidden states of a causal LM at one layer for a batch of responses, response positions only.
 
@@ -167,16 +175,23 @@ class HiddenStateEncoder:
             return [[] for _ in ids]
         return [x[:max_tokens] if keep == "first" else x[-max_tokens:] for x in ids]
 
-    def _response_ids(self, texts: list[str]) -> list[list[int]]:
+    def _response_ids(self, texts: list[str], cut: Optional[Sequence[Optional[bool]]] = None) -> list[list[int]]:
         """Each response's first max_response_tokens token ids; with mark_end, the end id follows every response
-        that ended within them. A sample cut at the generation cap (max_response_tokens + 1 new tokens, the last
-        of them not the end) and a real response longer than the cap get none alike. Known edge: "ended" is read
-        from the stored text's tokens, which `llmgan generate` strips, so a cut sample can count fewer tokens than
-        it had (62 of 316 cut reply drafts marked, RESULTS.md); the generator's own cut flag would be exact."""
+        that ended within them. `cut` [B] (optional; None entries unknown): the generator's own flag, True where a
+        sample stopped at its token cap without an end token (`cut_flags`, `llmgan generate`'s `cut_at_cap`). A row
+        with a flag is marked when it is False and the text fits in max_response_tokens; a row without one (a real
+        response, or samples from a file that lacks the flag) is marked when its tokens fit, so a real response
+        longer than the cap and a cut sample get none alike. Read from the stored text alone, a cut sample can
+        count fewer tokens than it had (`llmgan generate` strips it; 62 of 316 cut reply drafts, RESULTS.md), which
+        is why samples carry the flag."""
         ids = self._token_ids(texts, self.max_response_tokens + (self.end_id is not None), keep="first")
         if self.end_id is None:
             return ids
-        return [x + [self.end_id] if len(x) <= self.max_response_tokens else x[:-1] for x in ids]
+        if cut is not None and len(cut) != len(ids):
+            raise ValueError(f"one cut flag per response is needed (got {len(cut)} for {len(ids)})")
+        flags = [None] * len(ids) if cut is None else list(cut)
+        return [x + [self.end_id] if len(x) <= self.max_response_tokens and not c else x[:self.max_response_tokens]
+                for x, c in zip(ids, flags)]
 
     def _prefixes(self, prompts: Optional[Sequence[Prompt]], n: int) -> list[list[int]]:
         """Token ids that precede each response: the formatted prompt, or the anchor token."""
@@ -218,20 +233,23 @@ class HiddenStateEncoder:
     # -- the call --------------------------------------------------------------------------------
 
     def encode(self, prompts: Optional[Sequence[Prompt]], responses: Sequence[Any],
-               requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               requires_grad: bool = False, cut: Optional[Sequence[Optional[bool]]] = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """prompts: B prompts (or None without condition_on_prompt), responses: B texts
         -> hidden [B, T, H] float32 on the model's device, mask [B, T] bool.
 
         requires_grad=True keeps the graph into the encoder model (used only by the `embedding`
-        baseline objective, where the generator encodes its own responses with gradient)."""
+        baseline objective, where the generator encodes its own responses with gradient).
+        cut [B]: which samples stopped at the generation cap (read only with mark_end; `_response_ids`)."""
         with torch.set_grad_enabled(requires_grad):
-            return self._encode(prompts, responses)
+            return self._encode(prompts, responses, cut)
 
-    def _encode(self, prompts: Optional[Sequence[Prompt]], responses: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, prompts: Optional[Sequence[Prompt]], responses: Sequence[Any],
+                cut: Optional[Sequence[Optional[bool]]] = None) -> tuple[torch.Tensor, torch.Tensor]:
         texts = [as_text(r) for r in responses]
         n = len(texts)
         device = self.device
-        resp_ids = self._response_ids(texts)
+        resp_ids = self._response_ids(texts, cut)
         prefixes = self._prefixes(prompts, n)
         lengths = [len(r) for r in resp_ids]
         t_max = max([1, *lengths])
@@ -303,10 +321,11 @@ class TokenEncoder(HiddenStateEncoder):
                           trust_remote_code=self.trust_remote_code)
 
     def encode(self, prompts: Optional[Sequence[Prompt]], responses: Sequence[Any],
-               requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               requires_grad: bool = False, cut: Optional[Sequence[Optional[bool]]] = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         texts = [as_text(r) for r in responses]
         n = len(texts)
-        resp_ids = self._response_ids(texts)
+        resp_ids = self._response_ids(texts, cut)
         seqs = [p + r for p, r in zip(self._prefixes(prompts, n), resp_ids)]
         width = max([1, *(len(s) for s in seqs)])
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)

@@ -8,7 +8,8 @@ import torch
 
 
 class ReplayBuffer:
-    """The most recent synthetic samples, as texts: {"prompt", "fake", "real"} dicts, oldest first.
+    """The most recent synthetic samples, as texts: {"prompt", "fake", "real"} dicts (and "cut", the generator's
+    cut flag, where known), oldest first.
 
     Texts are the record: with the 'policy' encoder features go stale as the policy moves (a
     replayed sample must be re-encoded by today's encoder to be comparable with today's reals), and

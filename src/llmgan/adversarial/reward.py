@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from llmgan.adversarial.d_trainer import DiscriminatorTrainer
+from llmgan.adversarial.features import cut_flags
 from llmgan.errors import LlmganError
 
 REWARD_SHAPES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -107,9 +108,12 @@ class DiscriminatorReward(DiscriminatorTrainer):
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None,
                  response: Optional[Sequence[Any]] = None, **kwargs: Any) -> list[float]:
         """prompts [N], completions [N] (strings or [{role, content}]), response [N] real responses (TRL
-        repeats the dataset column per generation) -> N floats. completion_ids are ignored on purpose:
-        fakes are re-tokenized from text exactly like reals."""
-        batch = self.encode(prompts, completions, kwargs.get(self.real_column) if response is None else response)
+        repeats the dataset column per generation) -> N floats. Fakes are re-tokenized from text exactly like
+        reals; completion_ids only say, for discriminator.mark_end, which completions stopped at the cap."""
+        cut = None
+        if completion_ids is not None and getattr(self.encoder, "end_id", None) is not None:
+            cut = cut_flags(completion_ids, [self.encoder.end_id, self.encoder.tokenizer.pad_token_id])
+        batch = self.encode(prompts, completions, kwargs.get(self.real_column) if response is None else response, cut)
         metrics = self.update(batch)
         real_logits, fake_logits = self.score(batch)
         rewards = self.shape(fake_logits, batch)

@@ -186,23 +186,26 @@ class Teacher:
                               f"describes ({str(exc).splitlines()[0][:200]})") from None
         return cls(disc, cfg, folder)
 
-    def logits(self, prompts: Sequence[Any], completions: Sequence[Any]) -> torch.Tensor:
-        """prompts [M] (conversations), completions [M] -> D's logits [M] (higher = more human)."""
-        return score_completions(self.discriminator, prompts, completions)
+    def logits(self, prompts: Sequence[Any], completions: Sequence[Any],
+               cut: Optional[Sequence[Optional[bool]]] = None) -> torch.Tensor:
+        """prompts [M] (conversations), completions [M], cut [M] (optional: which stopped at the generation cap,
+        read by a teacher with discriminator.mark_end) -> D's logits [M] (higher = more human)."""
+        return score_completions(self.discriminator, prompts, completions, cut=cut)
 
     @staticmethod
-    def logits_of(teachers: Sequence["Teacher"], prompts: Sequence[Any], completions: Sequence[Any]) -> torch.Tensor:
+    def logits_of(teachers: Sequence["Teacher"], prompts: Sequence[Any], completions: Sequence[Any],
+                  cut: Optional[Sequence[Optional[bool]]] = None) -> torch.Tensor:
         """Several teachers on the same texts -> logits [T, M]; teachers loaded on one start model (`load`'s
         `loaded`) encode each text once between them (`score_with_many`)."""
-        return score_with_many([t.discriminator for t in teachers], prompts, completions)
+        return score_with_many([t.discriminator for t in teachers], prompts, completions, cut=cut)
 
 
 def score_completions(discriminator: Any, prompts: Sequence[Any], completions: Sequence[Any],
-                      chunk: int = 32) -> torch.Tensor:
+                      chunk: int = 32, cut: Optional[Sequence[Optional[bool]]] = None) -> torch.Tensor:
     """A DiscriminatorTrainer in eval mode on completions alone, no real replies needed: prompts [M], completions
     [M] -> logits [M] (higher = more human), the fake logits its `score` gives the same texts in a training batch
     (each row is read on its own, under its mask), `chunk` completions per encode. Not counted as a scored batch."""
-    return score_with_many([discriminator], prompts, completions, chunk)[0]
+    return score_with_many([discriminator], prompts, completions, chunk, cut)[0]
 
 
 def encoder_key(encoder: Any) -> tuple:
@@ -211,14 +214,17 @@ def encoder_key(encoder: Any) -> tuple:
     return (type(encoder), id(encoder.model), id(encoder.tokenizer), getattr(encoder, "layer", None),
             encoder.condition_on_prompt, encoder.max_response_tokens, encoder.max_prompt_tokens,
             getattr(encoder, "disable_adapters", False), getattr(encoder, "anchor_id", None),
-            getattr(encoder, "pad_id", None))
+            getattr(encoder, "pad_id", None), getattr(encoder, "end_id", None))
 
 
 def score_with_many(discriminators: Sequence[Any], prompts: Sequence[Any], completions: Sequence[Any],
-                    chunk: int = 32) -> torch.Tensor:
-    """`score_completions` for several discriminators: prompts [M], completions [M] -> logits [D, M]. Those whose
-    encoders share a key (`encoder_key`: e.g. teachers warmed up from one start model, loaded once) encode each
-    chunk once and each reads the same states, so D teachers cost about one encoder pass, not D."""
+                    chunk: int = 32, cut: Optional[Sequence[Optional[bool]]] = None) -> torch.Tensor:
+    """`score_completions` for several discriminators: prompts [M], completions [M] (cut [M]: which stopped at the
+    generation cap, or None) -> logits [D, M]. Those whose encoders share a key (`encoder_key`: e.g. teachers warmed
+    up from one start model, loaded once) encode each chunk once and each reads the same states, so D teachers cost
+    about one encoder pass, not D."""
+    if cut is not None and len(cut) != len(completions):
+        raise ValueError(f"one cut flag per completion is needed (got {len(cut)} for {len(completions)})")
     from llmgan.adversarial.features import as_text
 
     groups: dict[tuple, list[int]] = {}
@@ -231,7 +237,8 @@ def score_with_many(discriminators: Sequence[Any], prompts: Sequence[Any], compl
             texts = [as_text(c) for c in completions[s:s + chunk]]
             for members in groups.values():
                 enc = discriminators[members[0]].encoder
-                h, m = enc.encode(list(prompts[s:s + chunk]) if enc.condition_on_prompt else None, texts)
+                h, m = enc.encode(list(prompts[s:s + chunk]) if enc.condition_on_prompt else None, texts,
+                                  cut=None if cut is None else list(cut[s:s + chunk]))
                 for j in members:
                     d = discriminators[j]
                     out[j].append(d.model(h.to(d.device), m.to(d.device)).float().reshape(-1).cpu())

@@ -94,9 +94,9 @@ class BestOf:
         # which a second request scoring in another thread at the same moment would trip
         self.lock = threading.Lock()
 
-    def _score(self, conv: list, texts: list[str]):
+    def _score(self, conv: list, texts: list[str], cut: list):
         with self.lock:
-            return self.teacher.logits([conv] * self.n, texts)
+            return self.teacher.logits([conv] * self.n, texts, cut)
 
     def refuse(self, body: dict) -> Optional[tuple[int, dict]]:
         if body.get("stream"):
@@ -123,16 +123,18 @@ class BestOf:
             if status != 200:
                 return status, answer
         texts = [a["choices"][0]["message"].get("content") or "" for _, a in answers]
+        # which draws stopped at the token limit (finish_reason "length"), for a teacher with discriminator.mark_end
+        cut = [{"length": True, "stop": False}.get(a["choices"][0].get("finish_reason")) for _, a in answers]
         # 2. score (off the event loop: the engine keeps serving other requests meanwhile)
         conv = teacher_conversation(body["messages"], self.default_system, self.text_of)
-        logits = await asyncio.to_thread(self._score, conv, texts)
+        logits = await asyncio.to_thread(self._score, conv, texts, cut)
         # 3. answer
         from llmgan.adversarial.teacher import best_of
 
         picked = int(best_of(logits.reshape(self.n, 1))[0])
         answer = dict(answers[picked][1])
         answer["llmgan"] = {"best_of": self.n, "picked": picked, "teacher_logits": [round(float(x), 6) for x in logits],
-                            "draws": texts, "completion_tokens_all_draws":
+                            "draws": texts, "draws_cut_at_cap": cut, "completion_tokens_all_draws":
                                 sum(int((a.get("usage") or {}).get("completion_tokens") or 0) for _, a in answers)}
         differs = self.sampling_differences(body)
         if differs:

@@ -80,15 +80,17 @@ def _train_embedding(cfg: RunConfig, run_dir: Path, progress: bool) -> Path:
             reals = [r for r in rows["response"] for _ in range(g.num_generations)]
             # 1. generate
             t0 = time.perf_counter()
-            texts = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                       top_p=g.top_p, seed=None, progress=False, batch_size=len(prompts))
+            texts, cut = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens,
+                                            temperature=g.temperature, top_p=g.top_p, seed=None, progress=False,
+                                            batch_size=len(prompts), return_cut=True)
+            cut = cut if d.mark_end else None  # read only by discriminator.mark_end
             t_gen = time.perf_counter() - t0
             # 2.-3. encode and discriminator update (identical to the policy-gradient path)
-            m = disc.train_step(prompts=prompts, completions=texts, response=reals)
+            m = disc.train_step(prompts=prompts, completions=texts, response=reals, cut=cut)
             # 4.-5. generator update: D's loss with label "real", back-propagated through the policy's encoding
             t0 = time.perf_counter()
             model.train()
-            hidden, mask = own.encode(prompts, texts, requires_grad=True)
+            hidden, mask = own.encode(prompts, texts, requires_grad=True, cut=cut)
             disc.model.eval()
             logits = disc.model(hidden, mask)
             loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))

@@ -38,39 +38,46 @@ def heldout_set(cfg: RunConfig, model, tok, eval_rows, discriminator, run_dir: O
         return None
     rows = eval_rows.select(range(n))
     prompts, reals = [list(m) for m in rows["prompt"]], list(rows["response"])
+    mark = cfg.discriminator.mark_end  # the samples' cut flags only where D reads them
     fakes = start_model_samples(cfg, model, tok, prompts, reals, cfg.train.seed * 100003 + 4242,
-                                Path(run_dir) / HELDOUT_FILE if run_dir is not None else None, read_back=read_back)
-    discriminator.set_heldout(prompts, fakes, reals)
+                                Path(run_dir) / HELDOUT_FILE if run_dir is not None else None, read_back=read_back,
+                                with_cut=mark)
+    fakes, cut = fakes if mark else (fakes, None)
+    discriminator.set_heldout(prompts, fakes, reals, cut)
     return prompts, fakes, reals
 
 
 def start_model_samples(cfg: RunConfig, model, tok, prompts: list, reals: list, seed: int,
                         path: Optional[Path] = None, progress: bool = False, read_back: bool = True,
-                        temperatures: Optional[list[float]] = None) -> list[str]:
+                        temperatures: Optional[list[float]] = None, with_cut: bool = False):
     """One sample per prompt at the training sampling, seeded. With `path` they are written there (JSONL:
-    prompt, real, fake, and `sampling`: the model, seed and generation settings that made them); with
-    `read_back` too, a file there that holds the same prompts, real responses and sampling is read instead.
+    prompt, real, fake, `cut_at_cap` and `sampling`: the model, seed and generation settings that made them);
+    with `read_back` too, a file there that holds the same prompts, real responses and sampling is read instead.
     temperatures: prompt i is sampled at temperatures[i % len], seed + that index, instead of at
-    generation.temperature (discriminator.warmup_pool_temperatures; one temperature: one call, as before)."""
+    generation.temperature (discriminator.warmup_pool_temperatures; one temperature: one call, as before).
+    Returns the texts; with_cut: (texts, cut), cut[i] True where sample i stopped at the token cap, and a file
+    without those flags (written before they were kept) is sampled again rather than read."""
     from llmgan.generator import generate_responses, read_back_samples, write_samples
 
     g = cfg.generation
     temps = list(temperatures or []) or [g.temperature]
     sampling = {"model": str(cfg.model.name), "seed": seed, "temperature": temps[0] if len(temps) == 1 else temps,
                 "top_p": g.top_p, "max_new_tokens": g.max_new_tokens}
-    kept = read_back_samples(path, prompts, reals, sampling, text_key="fake") if read_back else None
-    if kept is not None:
-        return kept
+    kept = read_back_samples(path, prompts, reals, sampling, text_key="fake", with_cut=True) if read_back else None
+    if kept is not None and not (with_cut and None in kept[1]):
+        return kept if with_cut else kept[0]
     fakes: list[str] = [""] * len(prompts)
+    cut: list[bool] = [False] * len(prompts)
     for j, t in enumerate(temps):
         idx = list(range(j, len(prompts), len(temps)))
-        part = generate_responses(model, tok, [prompts[i] for i in idx], max_new_tokens=g.max_new_tokens,
-                                  temperature=t, top_p=g.top_p, seed=seed + j, progress=progress)
-        for i, text in zip(idx, part):
-            fakes[i] = text
+        part, part_cut = generate_responses(model, tok, [prompts[i] for i in idx], max_new_tokens=g.max_new_tokens,
+                                            temperature=t, top_p=g.top_p, seed=seed + j, progress=progress,
+                                            return_cut=True)
+        for i, text, c in zip(idx, part, part_cut):
+            fakes[i], cut[i] = text, c
     if path is not None:
-        write_samples(path, prompts, reals, fakes, sampling, text_key="fake")
-    return fakes
+        write_samples(path, prompts, reals, fakes, sampling, text_key="fake", cut=cut)
+    return (fakes, cut) if with_cut else fakes
 
 
 def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progress: bool = True, rank: int = 0,
@@ -138,11 +145,12 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
         prompts, reals = [list(m) for m in rows["prompt"]], list(rows["response"])
         fakes = start_model_samples(cfg, model, tok, prompts, reals, cfg.train.seed * 100003 + 99991 + 7919 * rank,
                                     main_dir / POOL_FILE if main_dir is not None else None, progress=progress,
-                                    read_back=single, temperatures=d.warmup_pool_temperatures)
+                                    read_back=single, temperatures=d.warmup_pool_temperatures, with_cut=d.mark_end)
+        fakes, cut = fakes if d.mark_end else (fakes, None)  # the cut flags only where D reads them
         first["timing/pool_samples"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # encoded once: the policy does not move during the warm-up, so its states of a text stay the same
-        pool = discriminator.encode(prompts, fakes, reals)
+        pool = discriminator.encode(prompts, fakes, reals, cut)
         first["timing/pool_encode"] = time.perf_counter() - t0
         if progress:
             at = f" at temperatures {d.warmup_pool_temperatures}" if d.warmup_pool_temperatures else ""
@@ -166,11 +174,13 @@ def warmup_discriminator(cfg: RunConfig, model, tok, train, discriminator, progr
             rows = train.select(idx)
             prompts = [list(m) for m in rows["prompt"] for _ in range(g.num_generations)]
             reals = [r for r in rows["response"] for _ in range(g.num_generations)]
-            texts = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                       top_p=g.top_p, seed=cfg.train.seed * 100003 + step + 7919 * rank,
-                                       progress=False, batch_size=len(prompts))
+            texts, cut = generate_responses(model, tok, prompts, max_new_tokens=g.max_new_tokens,
+                                            temperature=g.temperature, top_p=g.top_p,
+                                            seed=cfg.train.seed * 100003 + step + 7919 * rank,
+                                            progress=False, batch_size=len(prompts), return_cut=True)
             generated = time.perf_counter() - t0
-            check(step + 1, {**discriminator.train_step(prompts=prompts, completions=texts, response=reals),
+            check(step + 1, {**discriminator.train_step(prompts=prompts, completions=texts, response=reals,
+                                                        cut=cut if d.mark_end else None),
                              "timing/generate": generated})
         steps = step + 1
         auc = log[-1].get("discriminator/heldout_auroc")

@@ -28,6 +28,7 @@ from accelerate.utils import gather
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
+from llmgan.adversarial.features import cut_flags
 from llmgan.adversarial.reward import reward_metrics
 from llmgan.config import RunConfig
 from llmgan.errors import LlmganError
@@ -202,7 +203,7 @@ class AdversarialGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         if self.discriminator is None:
             out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         else:
-            out = self._discriminator_rewards(inputs, prompts, completions)
+            out = self._discriminator_rewards(inputs, prompts, completions, completion_ids_list)
         self._phase["reward"] = clock() - t0
         bad = ~torch.isfinite(out)
         if bad.any():
@@ -215,14 +216,17 @@ class AdversarialGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
                               "reward": float(r)} for p, x, t, r in zip(prompts, inputs, texts, out[:, 0].tolist())]
         return out
 
-    def _discriminator_rewards(self, inputs, prompts, completions) -> torch.Tensor:
+    def _discriminator_rewards(self, inputs, prompts, completions, completion_ids) -> torch.Tensor:
         """Steps 2-4 on this process's completions [N] -> rewards [N * processes, 1], gathered (TRL
         normalises them per prompt group, and a group may span processes)."""
         d = self.discriminator
         reals = [x.get(d.real_column) for x in inputs] if inputs and d.real_column in inputs[0] else None
+        # which completions stopped at the cap, as TRL's clipped_ratio counts them (read by discriminator.mark_end)
+        cut = (cut_flags(completion_ids, [*self.eos_token_ids, self.processing_class.pad_token_id])
+               if getattr(d.encoder, "end_id", None) is not None else None)
         # 2. encode: the completions and their prompts' real replies, with the encoder model
         t0 = clock()
-        batch = d.encode(prompts, completions, reals)
+        batch = d.encode(prompts, completions, reals, cut)
         metrics = {"timing/encode": clock() - t0}
         # 3. discriminator update: k steps on real vs synthetic (+ replay)
         t0 = clock()
