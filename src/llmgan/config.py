@@ -110,8 +110,8 @@ class DiscriminatorSettings:
                                         "them (ignored for encoder='policy')", True)
     max_response_tokens: int = _help("responses longer than this are truncated before encoding", 96)
     mark_end: bool = _help("D reads the end-of-text token (the tokenizer's EOS) after every response that ends within "
-                           "max_response_tokens and none after one cut there, so a text that stops mid-way can differ "
-                           "from one that ended (experimental)", False)
+                           "max_response_tokens and none after one cut there (for samples, the generator's own cut flag), "
+                           "so a text that stops mid-way can differ from one that ended (experimental)", False)
     lm_layers: int = _help("architecture=lm: decoder layers of the start model it keeps (0 = all)", 0)
     lm_lora_rank: int = _help("architecture=lm: LoRA rank on the kept layers (0 = train them fully)", 16)
     heldout_size: int = _help("held-out prompts (data.eval_split) whose start-model samples and real responses "
