@@ -72,6 +72,26 @@ def test_dataset_without_the_split_or_columns_is_refused_before_any_model_loads(
     assert not (tmp_path / "run").exists()
 
 
+def test_sft_trains_no_d_so_it_needs_no_held_out_split(demo_data, tmp_path, capsys, monkeypatch):
+    """A held-out split is train's need (D's held-out AUROC), not SFT's: `llmgan sft` on data without
+    data.eval_split passes every data check and gets as far as loading the model."""
+    from llmgan import models
+
+    class Loading(Exception):
+        pass
+
+    def loading(*a, **k):
+        raise Loading
+
+    monkeypatch.setattr(models, "load_model", loading)
+    monkeypatch.setattr(models, "load_tokenizer", loading)
+    args = [f"data.path={demo_data}", "data.eval_split=nope", "discriminator.heldout_size=10", "--quiet"]
+    with pytest.raises(Loading):
+        main(["sft", f"train.output_dir={tmp_path / 'sft'}", *args])
+    assert main(["train", f"train.output_dir={tmp_path / 'train'}", *args]) == 2
+    assert "needs the held-out split 'nope'" in _error_line(capsys)
+
+
 @pytest.mark.parametrize("command", ["train", "sft"])
 def test_output_path_under_a_file_is_refused_before_any_model_loads(command, demo_data, tmp_path, capsys,
                                                                    no_model_loads):

@@ -13,10 +13,11 @@ from llmgan.io import DATA_CAPS_FILE
 COLUMNS = ("prompt", "response")  # what training reads from a prepared split
 
 
-def check_train_data(cfg: RunConfig):
+def check_train_data(cfg: RunConfig, heldout: bool = True):
     """data.path is a folder written by `llmgan prepare` with the split data.train_split, its columns
-    `prompt` and `response`, and at least train.prompts_per_step rows. Cheap (the dataset is memory-mapped,
-    nothing is tokenized): run it before any model loads. Returns the DatasetDict."""
+    `prompt` and `response`, and at least train.prompts_per_step rows; with `heldout` (a run that trains D),
+    also the split data.eval_split where discriminator.heldout_size asks for a held-out set. Cheap (the
+    dataset is memory-mapped, nothing is tokenized): run it before any model loads. Returns the DatasetDict."""
     from llmgan.data import load_prepared
 
     if not cfg.data.path:
@@ -32,7 +33,7 @@ def check_train_data(cfg: RunConfig):
     n = min(len(split), cfg.data.max_train_samples or len(split))
     if n < cfg.train.prompts_per_step:
         raise LlmganError(f"training split has {n} rows, fewer than train.prompts_per_step={cfg.train.prompts_per_step}")
-    if cfg.discriminator.heldout_size and cfg.data.eval_split not in ds:
+    if heldout and cfg.discriminator.heldout_size and cfg.data.eval_split not in ds:
         # a held-out AUROC on training rows would measure memorisation, not what the judge sees
         raise LlmganError(f"discriminator.heldout_size={cfg.discriminator.heldout_size} needs the held-out split "
                           f"'{cfg.data.eval_split}' (data.eval_split), which {cfg.data.path} lacks (splits: "
@@ -68,10 +69,11 @@ def truncate_prompt(messages: list[dict], tokenizer, max_tokens: int) -> list[di
 
 
 
-def load_train_dataset(cfg: RunConfig, tokenizer):
+def load_train_dataset(cfg: RunConfig, tokenizer, heldout: bool = True):
     """The training split as TRL expects it: `prompt` (messages, the user message cut to
-    data.max_prompt_tokens) and `response` (the real reply); and the split for sample generations."""
-    ds = check_train_data(cfg)
+    data.max_prompt_tokens) and `response` (the real reply); and the split for sample generations.
+    `heldout`: as in `check_train_data` (False for SFT, which trains no D)."""
+    ds = check_train_data(cfg, heldout)
     train = ds[cfg.data.train_split]
     if cfg.data.max_train_samples:
         train = train.shuffle(seed=cfg.train.seed).select(range(min(len(train), cfg.data.max_train_samples)))
@@ -100,7 +102,7 @@ def data_caps(cfg: RunConfig, tokenizer) -> Optional[dict]:
     q = cfg.data.response_cap_quantile
     if q is None:
         return None
-    train = check_train_data(cfg)[cfg.data.train_split]
+    train = check_train_data(cfg, heldout=False)[cfg.data.train_split]  # the caps read the training split only
     if cfg.data.max_train_samples:
         train = train.shuffle(seed=cfg.train.seed).select(range(min(len(train), cfg.data.max_train_samples)))
     texts = [r if isinstance(r, str) else "" for r in train["response"]]

@@ -34,7 +34,7 @@ def sft(cfg: RunConfig, overwrite: bool = False, progress: bool = True, resume: 
     save_every steps."""
     cfg.validate()
     check_output_path(cfg.train.output_dir, kind="dir", what="train.output_dir")  # cheap checks first, then data
-    check_train_data(cfg)
+    check_train_data(cfg, heldout=False)  # SFT trains no D, so data without a validation split will do
     run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
     ckpt = resume_point(run_dir, None) if resume else None
     with removed_if_nothing_kept(run_dir, fresh=not resume):
@@ -58,7 +58,7 @@ def _sft(cfg: RunConfig, run_dir: Path, progress: bool, ckpt: Optional[Path] = N
     quiet = not (progress and stderr_is_terminal())  # library bars and FutureWarnings only when asked for
     with quiet_libraries(quiet):
         tok, model = build_policy(cfg)
-        train_rows, _ = load_train_dataset(cfg, tok)
+        train_rows, _ = load_train_dataset(cfg, tok, heldout=False)
         train_rows = train_rows.map(lambda r: {"completion": [{"role": "assistant", "content": r["response"]}]},
                                     remove_columns=["response"])
         args = sft_args(cfg, run_dir, progress)
