@@ -246,8 +246,8 @@ def test_caps_taken_from_the_data(tiny_model_dir, demo_data, tmp_path):
     assert (resolved.generation.max_new_tokens, resolved.discriminator.max_response_tokens) == (cap + 1, cap)
     assert data_caps(tiny_cfg(tiny_model_dir, demo_data, tmp_path / "fixed"), tok) is None
     # the caps read the training split only, so `llmgan sft` on data without a held-out split gets them too
-    no_heldout = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "caps2", "data.response_cap_quantile=0.5", "train.steps=1",
-                          "data.eval_split=nope", "discriminator.heldout_size=10")
+    no_heldout = tiny_cfg(tiny_model_dir, demo_data, tmp_path / "caps2", "data.response_cap_quantile=0.5",
+                          "train.steps=1", "data.eval_split=nope", "discriminator.heldout_size=10")
     assert data_caps(no_heldout, tok) == caps
     # that `llmgan train` uses them: test_warmup_until_the_heldout_auroc_stops_rising_and_the_judge_beside_it
     with pytest.raises(Exception, match="response_cap_quantile must be in"):
