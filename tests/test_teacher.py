@@ -5,6 +5,7 @@ generate keeps, per prompt, the draw the teacher scores highest."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from conftest import DEMO_FILE
 from llmgan.adversarial.teacher import (Teacher, best_of, check_teacher, save_teacher, score_completions,
-                                       score_with_many)
+                                       score_with_many, soft_best_of)
 from llmgan.cli import main
 from llmgan.config import load_config
 from llmgan.data import PrepareOptions, load_prepared, prepare
@@ -45,6 +46,28 @@ def test_best_of_picks_the_highest_logit_first_on_ties():
     assert best_of(logits).tolist() == [1, 0, 1]
     with pytest.raises(ValueError, match=r"\[N draws, M prompts\]"):
         best_of(torch.zeros(3))
+
+
+def test_soft_best_of_keeps_each_draw_in_proportion_to_exp_logit():
+    """Importance resampling: logits (0, log 3) over 20,000 prompts keep draw 1 three times in four; a draw at
+    -inf is never kept; a tiny temperature is argmax; seeded generators repeat."""
+    m = 20_000
+    logits = torch.tensor([[0.0], [math.log(3.0)]]).expand(2, m)
+    share = soft_best_of(logits, generator=torch.Generator().manual_seed(0)).float().mean().item()
+    assert abs(share - 0.75) < 0.015
+    # temperature 2 flattens the ratio to sqrt(3): draw 1 kept sqrt(3) / (1 + sqrt(3)) = 0.634 of the time
+    share_t2 = soft_best_of(logits, 2.0, torch.Generator().manual_seed(0)).float().mean().item()
+    assert abs(share_t2 - math.sqrt(3) / (1 + math.sqrt(3))) < 0.015
+    blocked = torch.tensor([[float("-inf"), 0.0, 1.0]] * 4).T  # [3 draws, 4 prompts]
+    assert set(soft_best_of(blocked, generator=torch.Generator().manual_seed(1)).tolist()) <= {1, 2}
+    spread = torch.tensor([[0.1, 2.0, -1.0], [0.5, 2.5, 3.0]])
+    assert soft_best_of(spread, 1e-4).tolist() == best_of(spread).tolist()
+    a, b = (soft_best_of(logits[:, :50], generator=torch.Generator().manual_seed(7)) for _ in range(2))
+    assert a.tolist() == b.tolist()
+    with pytest.raises(ValueError, match="temperature must be above 0"):
+        soft_best_of(spread, 0.0)
+    with pytest.raises(ValueError, match=r"\[N draws, M prompts\]"):
+        soft_best_of(torch.zeros(3))
 
 
 def tiny_teacher_cfg(model_dir: Path, *extra: str):
@@ -265,6 +288,7 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
 def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds, tiny_model_dir, tmp_path):
     """bench/teacher_ensemble.py with the one teacher that chose: its pick is `llmgan generate --best-of`'s, and the
     summary's cut share is that of the picks."""
+    import shutil
     import subprocess
     import sys
 
@@ -294,10 +318,23 @@ def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds
         assert isinstance(d[0]["prompt"], list)  # so the rows below differ in form
         plain.append(str(write_rows(output_rows([r["prompt"] for r in d], [r["real"] for r in d],
                                                 [r["generated"] for r in d]), tmp_path / f"plain-{k}.jsonl")))
-    done = subprocess.run([sys.executable, str(script), "--teachers", str(folder), "--draws", *plain,
-                           "-o", str(tmp_path / "rank-plain")], capture_output=True, text=True, timeout=300)
+    # --calibrate reads the run's held-out set beside the teacher: refused before any model loads where it is missing
+    done = subprocess.run([sys.executable, str(script), "--teachers", str(folder), "--draws", *plain, "--calibrate",
+                           "-o", str(tmp_path / "refused")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "heldout.jsonl" in done.stderr and "Loading" not in done.stderr
+    copied = shutil.copytree(folder, tmp_path / "run" / "teacher")
+    write_rows([{"prompt": r["prompt"], "real": r["real"], "fake": r["generated"]} for r in jsonl(Path(draws[0]))],
+               tmp_path / "run/heldout.jsonl")  # as a warm-up writes it: the conversation, a real and a sample
+    done = subprocess.run([sys.executable, str(script), "--teachers", str(copied), "--draws", *plain, "--soft-seeds",
+                           "0", "--calibrate", "-o", str(tmp_path / "rank-plain")],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     again = json.loads((tmp_path / "rank-plain" / "summary.json").read_text())
+    # --soft-seeds: an importance-resampled pick per prompt, one of that prompt's draws; --calibrate: a Platt slope
+    soft = jsonl(tmp_path / "rank-plain" / "soft-2-t0-s0.jsonl")
+    by_draw = [jsonl(Path(f)) for f in plain]
+    assert [r["generated"] in {d[i]["generated"] for d in by_draw} for i, r in enumerate(soft)] == [True] * len(rows)
+    assert again["soft_temperature"] == [1.0] and isinstance(again["platt_slope"][0], float)
     assert again["picks"]["t0"]["mean_logit_under_each_teacher"] == pytest.approx(
         summary["picks"]["t0"]["mean_logit_under_each_teacher"], abs=1e-5)
     picks = jsonl(tmp_path / "rank-plain" / "best-2-t0.jsonl")

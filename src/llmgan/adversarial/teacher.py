@@ -250,3 +250,19 @@ def best_of(logits: torch.Tensor) -> torch.Tensor:
     if logits.ndim != 2 or logits.shape[0] < 1:
         raise ValueError(f"need logits of shape [N draws, M prompts], got {tuple(logits.shape)}")
     return logits.argmax(dim=0)
+
+
+def soft_best_of(logits: torch.Tensor, temperature: float = 1.0,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """logits [N, M] of N draws for M prompts -> index [M]: per prompt, draw i kept with probability
+    softmax(logits[:, m] / temperature)[i] (sampling-importance-resampling; "soft best-of-n", arXiv 2505.03156).
+
+    A teacher trained with the logistic loss on balanced real / generated texts estimates logit ~ log p_human(x) /
+    p_gen(x), so at temperature 1 the kept draw's law tends to p_human as N grows, where `best_of` (the limit
+    temperature -> 0) tends to the teacher's mode. Experimental (thirty-ninth session); `best_of` is what ships."""
+    if logits.ndim != 2 or logits.shape[0] < 1:
+        raise ValueError(f"need logits of shape [N draws, M prompts], got {tuple(logits.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"the temperature must be above 0, got {temperature}")
+    probs = torch.softmax(logits.double().T / temperature, dim=1)  # [M, N]
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
