@@ -484,7 +484,9 @@ def test_the_generators_cut_flags_reach_every_encoding_of_a_fake():
 
     class FlagEncoder(CharEncoder):
         end_id = 2  # the encoder's end mark (HiddenStateEncoder.end_id with mark_end)
-        tokenizer = types.SimpleNamespace(pad_token_id=0)
+        tokenizer = types.SimpleNamespace(pad_token_id=0, eos_token_id=2)
+        # a model that declares a second end id (an end-of-turn token): a completion ending in it ended too
+        model = types.SimpleNamespace(generation_config=types.SimpleNamespace(eos_token_id=[2, 7]))
 
         def __init__(self):
             super().__init__()
@@ -500,7 +502,8 @@ def test_the_generators_cut_flags_reach_every_encoding_of_a_fake():
     p, c, r = trl_batch(0)
     texts = [x[0]["content"] for x in c]
     flag = {t: i % 2 == 0 for i, t in enumerate(texts)}  # every other completion stopped at the cap
-    ids = [[5, 6] if flag[t] else [5, 2] if i != 5 else [5, 0] for i, t in enumerate(texts)]  # pad ends too
+    ends = {1: [5, 2], 3: [5, 7], 5: [5, 0]}  # odd ones ended: the tokenizer's end id, the model's other one, pad
+    ids = [[5, 6] if flag[t] else ends[i] for i, t in enumerate(texts)]
     rw(p, c, completion_ids=ids, response=r)
     assert enc.seen[0] == (texts, [flag[t] for t in texts]) and enc.seen[1][1] is None  # fakes, then reals
     assert [it["cut"] for it in rw.replay.items] == [flag[t] for t in texts]

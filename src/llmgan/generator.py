@@ -50,6 +50,7 @@ from typing import Optional
 
 from llmgan.errors import LlmganError
 from llmgan.io import DATA_CAPS_FILE, Progress, check_output_path, last_user_message, read_data_caps, write_rows
+from llmgan.models import end_token_ids
 
 __all__ = ["generate_responses", "GenerationInterrupted", "trim_incomplete_characters", "check_device",
            "trained_caps", "trained_max_new_tokens", "read_back_samples", "write_samples", "last_user_message",
@@ -197,16 +198,6 @@ def resolve_end_ramp(value: Optional[str], model: Optional[str], max_new_tokens:
         raise LlmganError(f"--end-ramp {value}: the ramp must start before the cap (0 <= start < --max-new-tokens "
                           f"{max_new_tokens}; got {start})")
     return start
-
-
-def end_token_ids(model, tokenizer) -> list[int]:
-    """The ids that end a response: the model's generation config's `eos_token_id` (an id or a list) and the
-    tokenizer's end token."""
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return sorted(set(ids)) or [-1]
 
 
 def share_at_cap(reals: list[str], tokenizer, max_new_tokens: int) -> float:

@@ -299,3 +299,13 @@ def quiet_libraries(quiet: bool = True) -> Iterator[None]:
             hf_logging.enable_progress_bar()
         if datasets_bars_were_on:
             datasets.enable_progress_bars()
+
+
+def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids that end a response: the model's generation config's `eos_token_id` (an id or a list: e.g. an
+    end-of-turn token beside the end of text) and the tokenizer's end token; [-1] where there is none."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return sorted(set(ids)) or [-1]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from llmgan.adversarial.d_trainer import DiscriminatorTrainer
 from llmgan.adversarial.features import cut_flags
+from llmgan.models import end_token_ids
 from llmgan.errors import LlmganError
 
 REWARD_SHAPES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -112,7 +113,9 @@ class DiscriminatorReward(DiscriminatorTrainer):
         reals; completion_ids only say, for discriminator.mark_end, which completions stopped at the cap."""
         cut = None
         if completion_ids is not None and getattr(self.encoder, "end_id", None) is not None:
-            cut = cut_flags(completion_ids, [self.encoder.end_id, self.encoder.tokenizer.pad_token_id])
+            # every id that ends a completion, as the trainer's flags count them (a model may declare several)
+            ends = end_token_ids(self.encoder.model, self.encoder.tokenizer)
+            cut = cut_flags(completion_ids, [self.encoder.end_id, *ends, self.encoder.tokenizer.pad_token_id])
         batch = self.encode(prompts, completions, kwargs.get(self.real_column) if response is None else response, cut)
         metrics = self.update(batch)
         real_logits, fake_logits = self.score(batch)
