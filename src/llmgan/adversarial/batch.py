@@ -75,7 +75,8 @@ def select_rows(batch: EncodedBatch, fake_rows: Sequence[int]) -> EncodedBatch:
     (added to the reals when not there yet). No encoding: slices of `batch`'s tensors, so a pool encoded once
     serves many updates. Real responses stay in `batch`'s order; `pair` and `mis_pair` are re-indexed."""
     device = batch.pair.device
-    rows = torch.as_tensor(list(fake_rows), dtype=torch.long, device=device)
+    picked = [int(i) for i in fake_rows]
+    rows = torch.as_tensor(picked, dtype=torch.long, device=device)
     keep = set(batch.pair[rows].tolist())
     mis = []
     if batch.mis_h is not None and batch.mis_real is not None:
@@ -84,12 +85,12 @@ def select_rows(batch: EncodedBatch, fake_rows: Sequence[int]) -> EncodedBatch:
         keep |= {partner[k] for k in mis}
     reals = sorted(keep)
     new_index = torch.full((len(batch.reals),), -1, dtype=torch.long, device=device)
-    new_index[torch.as_tensor(reals, dtype=torch.long, device=device)] = torch.arange(len(reals), device=device)
     real_idx = torch.as_tensor(reals, dtype=torch.long, device=device)
-    out = EncodedBatch([batch.prompts[i] for i in rows.tolist()], [batch.fakes[i] for i in rows.tolist()],
+    new_index[real_idx] = torch.arange(len(reals), device=device)
+    out = EncodedBatch([batch.prompts[i] for i in picked], [batch.fakes[i] for i in picked],
                        [batch.reals[i] for i in reals], new_index[batch.pair[rows]], batch.fake_h[rows],
                        batch.fake_m[rows], batch.real_h[real_idx], batch.real_m[real_idx],
-                       fake_cut=None if batch.fake_cut is None else [batch.fake_cut[i] for i in rows.tolist()])
+                       fake_cut=None if batch.fake_cut is None else [batch.fake_cut[i] for i in picked])
     if mis:
         k = torch.as_tensor(mis, dtype=torch.long, device=device)
         out.mis_h, out.mis_m = batch.mis_h[k], batch.mis_m[k]
