@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from llmgan.adversarial.d_trainer import DiscriminatorTrainer
 from llmgan.adversarial.features import cut_flags
-from llmgan.models import end_token_ids
 from llmgan.errors import LlmganError
+from llmgan.models import end_token_ids
 
 REWARD_SHAPES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     # log sigmoid(D): log-probability of "real"; <= 0, smooth, steep only when D is confident it is fake
