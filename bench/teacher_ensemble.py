@@ -54,6 +54,10 @@ def main() -> int:
     if args.calibrate and missing:
         p.error(f"--calibrate reads each teacher's held-out set, RUN/heldout.jsonl beside RUN/teacher; missing: "
                 f"{', '.join(missing)} (a run with discriminator.heldout_size=0 keeps none)")
+    temps = args.soft_temperature * len(args.teachers) if len(args.soft_temperature) == 1 else args.soft_temperature
+    if len(temps) != len(args.teachers) or min(temps) <= 0:
+        p.error(f"--soft-temperature: give one value above 0, or one per teacher ({len(args.teachers)}); got "
+                f"{args.soft_temperature}")
 
     import torch
 
@@ -92,9 +96,6 @@ def main() -> int:
                                               for j in range(len(args.teachers))],
             "mean_words": sum(len(r["generated"].split()) for r in rows) / m,
             "cut_at_cap": cut_share(out / f"best-{n}-{name}.jsonl") or None}  # '' -> None: the draws lack the flag
-    temps = args.soft_temperature * len(args.teachers) if len(args.soft_temperature) == 1 else args.soft_temperature
-    if len(temps) != len(args.teachers):
-        p.error(f"--soft-temperature: give one or {len(args.teachers)} (one per teacher), not {len(temps)}")
     for j in range(len(args.teachers)):
         for seed in args.soft_seeds:
             chosen = soft_best_of(stacked[j], temps[j], torch.Generator().manual_seed(seed))
@@ -123,7 +124,8 @@ def main() -> int:
 
 def platt_slope(teacher) -> float:
     """The slope a of P(real) = sigmoid(a * logit + b), fitted (sklearn, unregularised) on the teacher's own
-    held-out set RUN/heldout.jsonl: its real responses (1) and SFT samples (0), each with its prompt."""
+    held-out set RUN/heldout.jsonl: its real responses (1) and SFT samples (0), each with its prompt (and, for a
+    teacher with discriminator.mark_end, each sample's cut flag)."""
     import json
 
     import numpy as np
@@ -134,7 +136,8 @@ def platt_slope(teacher) -> float:
     rows = [json.loads(line) for line in (teacher.folder.parent / "heldout.jsonl").open()]
     prompts = [r["prompt"] for r in rows]
     x = np.concatenate([Teacher.logits_of([teacher], prompts, [r["real"] for r in rows])[0].numpy(),
-                        Teacher.logits_of([teacher], prompts, [r["fake"] for r in rows])[0].numpy()])
+                        Teacher.logits_of([teacher], prompts, [r["fake"] for r in rows],
+                                          [r.get("cut_at_cap") for r in rows])[0].numpy()])
     y = np.r_[np.ones(len(rows)), np.zeros(len(rows))]
     return float(LogisticRegression(C=1e6).fit(x[:, None], y).coef_[0, 0])
 

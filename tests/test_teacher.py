@@ -322,6 +322,10 @@ def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds
     done = subprocess.run([sys.executable, str(script), "--teachers", str(folder), "--draws", *plain, "--calibrate",
                            "-o", str(tmp_path / "refused")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "heldout.jsonl" in done.stderr and "Loading" not in done.stderr
+    done = subprocess.run([sys.executable, str(script), "--teachers", str(folder), "--draws", *plain, "--soft-seeds",
+                           "0", "--soft-temperature", "1", "2", "-o", str(tmp_path / "refused")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "one per teacher (1)" in done.stderr and "Loading" not in done.stderr
     copied = shutil.copytree(folder, tmp_path / "run" / "teacher")
     write_rows([{"prompt": r["prompt"], "real": r["real"], "fake": r["generated"]} for r in jsonl(Path(draws[0]))],
                tmp_path / "run/heldout.jsonl")  # as a warm-up writes it: the conversation, a real and a sample
