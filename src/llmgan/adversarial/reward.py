@@ -113,9 +113,10 @@ class DiscriminatorReward(DiscriminatorTrainer):
         reals; completion_ids only say, for discriminator.mark_end, which completions stopped at the cap."""
         cut = None
         if completion_ids is not None and getattr(self.encoder, "end_id", None) is not None:
-            # every id that ends a completion, as the trainer's flags count them (a model may declare several)
+            # every id that ends a completion, as the trainer's flags count them (a model may declare several;
+            # the tokenizer's EOS, the encoder's end mark, is one of them)
             ends = end_token_ids(self.encoder.model, self.encoder.tokenizer)
-            cut = cut_flags(completion_ids, [self.encoder.end_id, *ends, self.encoder.tokenizer.pad_token_id])
+            cut = cut_flags(completion_ids, [*ends, self.encoder.tokenizer.pad_token_id])
         batch = self.encode(prompts, completions, kwargs.get(self.real_column) if response is None else response, cut)
         metrics = self.update(batch)
         real_logits, fake_logits = self.score(batch)
