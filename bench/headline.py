@@ -14,9 +14,10 @@ sessions ran by hand for posts):
                prompt, draw k seeded --draw-seed + k, at the config's temperature and top-p and the run's
                data-derived token cap; kept in WORK/best-N.jsonl.draws/)
   4. rank      python bench/teacher_ensemble.py --teachers <every teacher> --draws <the N draws> -o WORK/rank
-               (every teacher ranks the same draws: WORK/rank/best-N-t{j}.jsonl)
-  5. judge     llmgan evaluate --compare <the N draws> <each teacher's pick> --pool-baseline N --detectors all
-               --threads 2 -o WORK/judge   (each pick paired to the mean of the N plain draws it chose from)
+               (every teacher ranks the same draws: WORK/rank/best-N-t{j}.jsonl; with several teachers also
+               their mean logit's pick, WORK/rank/best-N-mean.jsonl, what `llmgan generate --teacher A B C` keeps)
+  5. judge     llmgan evaluate --compare <the N draws> <each teacher's pick> [<the mean's pick>] --pool-baseline N
+               --detectors all --threads 2 -o WORK/judge   (each pick paired to the mean of the N plain draws)
   6. base      llmgan generate DATA --split test (the base model: model.name of CONFIG) --seed 0 at the same
                sampling settings, then llmgan evaluate WORK/base.jsonl --detectors all --threads 2 -o
                WORK/judge-base   (--no-base leaves it out)
@@ -143,6 +144,7 @@ def main() -> int:
     stage("rank", [sys.executable, str(HERE / "teacher_ensemble.py"), "--teachers", *map(str, teachers),
                    "--draws", *draws, "-o", str(rank)], rank / "summary.json")
     picks = [str(rank / f"best-{n}-t{j}.jsonl") for j in range(len(teachers))]
+    picks += [str(rank / f"best-{n}-mean.jsonl")] if len(teachers) > 1 else []
     # 5. judge
     judge = work / "judge"
     stage("judge", llmgan + ["evaluate", "--compare", *draws, *picks, "--pool-baseline", str(n), "--detectors", "all",
@@ -172,19 +174,20 @@ def cut_share(path: Path) -> str:
 
 
 def headline_table(work: Path, seeds: list[int], n: int, with_base: bool) -> str:
-    """WORK/headline.md: one column per system (base, the N plain draws, each teacher's pick), from the judges'
-    comparison.json / metrics.json and the output files."""
+    """WORK/headline.md: one column per system (base, the N plain draws, each teacher's pick, the teachers' mean's
+    pick), from the judges' comparison.json / metrics.json and the output files."""
     comp = json.loads((work / "judge" / "comparison.json").read_text())
     systems = dict(comp["systems"])
     files = {f"draw-{k}": work / f"best-{n}.jsonl.draws" / f"draw-{k}.jsonl" for k in range(n)}
     files.update({f"best-{n}-t{j}": work / "rank" / f"best-{n}-t{j}.jsonl" for j in range(len(seeds))})
+    files[f"best-{n}-mean"] = work / "rank" / f"best-{n}-mean.jsonl"
     if with_base:
         systems = {"base": json.loads((work / "judge-base" / "metrics.json").read_text()), **systems}
         files["base"] = work / "base.jsonl"
     diffs = {(d["system"], d["detector"]): d for d in comp["detector_auroc_difference_vs_first"]}
     names = list(systems)
-    labels = [f"teacher {seeds[int(s.rsplit('-t', 1)[1])]}: best of {n}" if s.startswith(f"best-{n}-t") else s
-              for s in names]
+    labels = [f"teacher {seeds[int(s.rsplit('-t', 1)[1])]}: best of {n}" if s.startswith(f"best-{n}-t") else
+              f"mean of the {len(seeds)} teachers: best of {n}" if s == f"best-{n}-mean" else s for s in names]
     first = next(iter(comp["systems"].values()))
 
     def ci(s: dict, key: str) -> str:

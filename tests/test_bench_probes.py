@@ -287,3 +287,38 @@ def test_vocab_mask_script_writes_only_what_the_training_responses_use(tmp_path,
     assert lines[3].startswith("    generated, characters outside the data by kind: ")
     refused = run("--vocab-split", "validation")
     assert refused.returncode != 0 and "another split" in refused.stderr
+
+
+def test_headline_table_has_a_column_for_the_teachers_mean_pick(tmp_path):
+    """bench/headline.py's table: one column per plain draw, per teacher's pick and for the pick of their mean
+    logit, each with its paired difference and the share of its rows stopped at the cap."""
+    import json
+
+    headline = load("headline")
+    work, n = tmp_path, 2
+    human = {"n_pairs": 4, "human_detector_auroc_max": 0.5, "human_mean_words": 10.0, "human_length_wasserstein": 0.5,
+             "human_distinct_2": 0.9, "human_self_bleu": 0.1,
+             **{f"human_detector_auroc_{d}": 0.5 for d in ("minilm_lr", "ngram_lr", "finetuned")}}
+    names = ["draw-0", "draw-1", "best-2-t0", "best-2-t1", "best-2-mean"]
+    systems = {nm: {**human, "detector_auroc_max": 0.6 + i / 100, "detector_auroc_max_detector": "ngram_lr",
+                    "relevance_cosine": 0.15, "mean_words": 10.0, "length_wasserstein": 1.0, "distinct_2": 0.9,
+                    "self_bleu": 0.1, **{f"detector_auroc_{d}": 0.6 for d in ("minilm_lr", "ngram_lr", "finetuned")}}
+               for i, nm in enumerate(names)}
+    diffs = [{"system": nm, "detector": "max", "difference": -0.05 - i / 100, "low": -0.1, "high": -0.01}
+             for i, nm in enumerate(names[2:])]
+    (work / "judge").mkdir()
+    (work / "judge" / "comparison.json").write_text(json.dumps({"systems": systems,
+                                                                "detector_auroc_difference_vs_first": diffs}))
+    (work / "rank").mkdir()
+    (work / f"best-{n}.jsonl.draws").mkdir()
+    for nm, cut in zip(names, ([True, False], [False, False], [True, True], [False, True], [False, False])):
+        folder = work / (f"best-{n}.jsonl.draws" if nm.startswith("draw") else "rank")
+        (folder / f"{nm}.jsonl").write_text("".join(json.dumps({"generated": "x", "cut_at_cap": c}) + "\n"
+                                                    for c in cut))
+    table = headline.headline_table(work, [0, 1], n, with_base=False)
+    header = [line for line in table.splitlines() if line.startswith("| |")][0]
+    assert header.endswith("| teacher 0: best of 2 | teacher 1: best of 2 | mean of the 2 teachers: best of 2 |")
+    paired = [line for line in table.splitlines() if line.startswith("| paired")][0]
+    assert paired.rstrip(" |").endswith("-0.070 (-0.100, -0.010)")  # the mean's pick, last column
+    cut = [line for line in table.splitlines() if line.startswith("| stopped")][0]
+    assert cut.split(" | ")[2:] == ["50.0 %", "0.0 %", "100.0 %", "50.0 %", "0.0 % |"]

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import DEMO_FILE
-from llmgan.adversarial.teacher import (Teacher, best_of, check_teacher, save_teacher, score_completions,
-                                       score_with_many, soft_best_of)
+from llmgan.adversarial.teacher import (Teacher, TeacherMean, best_of, check_teacher, save_teacher,
+                                       score_completions, score_with_many, soft_best_of)
 from llmgan.cli import main
 from llmgan.config import load_config
 from llmgan.data import PrepareOptions, load_prepared, prepare
@@ -283,6 +283,45 @@ def test_generate_best_of_keeps_the_draw_the_teacher_ranks_highest(trained, demo
     assert "read back" not in printed and "rise from new token 2 to +8 at the cap of 6" in printed
     kept = jsonl(tmp_path / "best.jsonl.draws/draw-0.jsonl")
     assert {r["sampling"]["end_ramp"] for r in kept} == {2}
+
+
+def test_several_teachers_rank_by_their_mean_logit(trained, demo_ds, tiny_model_dir, tmp_path, capsys):
+    """--teacher A B: TeacherMean's logit is the mean of the teachers' (with one teacher, that teacher's exactly),
+    and generate keeps the draw with the highest mean, which is not teacher A's own pick for every prompt; serve's
+    loader takes several folders the same way. A missing --best-of names every folder given."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from llmgan.serving.rerank import load_best_of
+
+    _, folder = trained
+    other = shutil.copytree(folder, tmp_path / "other")  # a second teacher: the same D with its weights moved
+    gen = torch.Generator().manual_seed(0)
+    weights = load_file(str(other / "discriminator.safetensors"))
+    save_file({k: v + 0.5 * torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in weights.items()},
+              str(other / "discriminator.safetensors"))
+    out = tmp_path / "best.jsonl"
+    args = ["generate", str(demo_ds), "--model", str(tiny_model_dir), "-o", str(out), "--limit", "6",
+            "--max-new-tokens", "6", "--seed", "3", "--quiet", "--best-of", "3"]
+    assert main(args + ["--teacher", str(folder), str(other)]) == 0
+    assert f"under {folder} + {other}" in capsys.readouterr().out
+    draws = [[r["generated"] for r in jsonl(tmp_path / f"best.jsonl.draws/draw-{k}.jsonl")] for k in range(3)]
+    prompts = [list(m) for m in load_prepared(demo_ds)["test"].select(range(6))["prompt"]]
+    a, b = Teacher.load(folder), Teacher.load(other)
+    la = torch.stack([a.logits(prompts, d) for d in draws])  # [3 draws, 6 prompts]
+    lb = torch.stack([b.logits(prompts, d) for d in draws])
+    assert (la - lb).abs().max() > 0.1  # two teachers that disagree
+    both = TeacherMean.load([folder, other])
+    assert torch.allclose(torch.stack([both.logits(prompts, d) for d in draws]), (la + lb) / 2, atol=1e-5)
+    assert torch.equal(TeacherMean.load([folder]).logits(prompts, draws[0]), la[0])
+    pick = ((la + lb) / 2).argmax(0)
+    assert not torch.equal(pick, la.argmax(0))  # so the rows below tell the mean's pick from A's
+    assert [r["generated"] for r in jsonl(out)] == [draws[k][i] for i, k in enumerate(pick.tolist())]
+    assert main(args[:-2] + ["--teacher", str(folder), str(other)]) == 2
+    assert f"--best-of 1 with --teacher {folder} {other}: --best-of N > 1 needs" in capsys.readouterr().err
+    best = load_best_of([str(folder), str(other)], 2, device="cpu", default_system=None, text_of=str)
+    assert len(best.teacher.teachers) == 2 and "the 2 teachers rank by their mean logit" in capsys.readouterr().out
 
 
 def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds, tiny_model_dir, tmp_path):

@@ -24,7 +24,9 @@ shipped"). Finished draws are kept in OUTPUT.draws/ and read back by the same co
 sampled by default as the teacher's warm-up samples were (its config's temperature, top-p and cap), since a teacher
 ranks well only such samples: a teacher warmed up at temperature 1.0 ranking drafts at 0.92 picked texts no harder
 to detect than an unranked draft (RESULTS.md, "A teacher ranks only its own kind of drafts"); other sampling is
-warned about before any model loads.
+warned about before any model loads. --teacher A B C: several teachers warmed up from one SFT model (other
+train.seed values) keep the draw with the highest mean logit, which on reply validation was steadier across draw
+sets than one teacher (RESULTS.md, fortieth session), at one warm-up per teacher.
 
 --end-ramp auto (experimental, default off): after the training responses' 75th percentile of tokens, the end token's
 log-odds rise linearly to +8 at the cap, so long texts end where the model finds an end plausible rather than
@@ -315,9 +317,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--best-of", type=int, default=1, metavar="N",
                    help="sample N responses per prompt (draw k seeded --seed + k) and keep the one --teacher scores "
                         "most human (default 1: plain sampling, the same texts as draw 0)")
-    p.add_argument("--teacher", default=None,
+    p.add_argument("--teacher", default=None, nargs="+", metavar="RUN/teacher",
                    help="a run's RUN/teacher folder (the discriminator at the end of its warm-up) to rank the "
-                        "--best-of draws; measured with the run's start model (RUN/sft/final/generator) as --model")
+                        "--best-of draws; measured with the run's start model (RUN/sft/final/generator) as --model. "
+                        "Several folders (teachers warmed up from one SFT model with other train.seed values) rank "
+                        "by their mean logit (RESULTS.md, fortieth session)")
     p.add_argument("--end-ramp", default="off", metavar="off|auto|N",
                    help=f"after N new tokens raise the end token's log-odds linearly to +{END_RAMP_BIAS:g} at the cap, "
                         "so a long text "
@@ -353,19 +357,19 @@ def run(args: argparse.Namespace) -> int:
     if args.best_of > 1 and args.greedy:
         raise LlmganError(f"--best-of {args.best_of} with --greedy: greedy decoding gives the same response every draw; "
                           "drop --greedy (the draws are sampled with --temperature and --top-p)")
-    teacher_cfg = teacher_model = None  # the teacher's config (how its warm-up samples were drawn), and its model
+    teachers: list = []  # per --teacher folder: (folder, its config: how its warm-up samples were drawn, its model)
     if args.teacher:
         from llmgan.adversarial.teacher import CONFIG_FILE, check_teacher, start_model
         from llmgan.config import load_config
 
-        folder = check_teacher(args.teacher)
-        teacher_cfg = load_config(folder / CONFIG_FILE)
-        teacher_model = start_model(folder, teacher_cfg)
+        for folder in map(check_teacher, args.teacher):  # every folder checked before any model loads
+            teacher_cfg = load_config(folder / CONFIG_FILE)
+            teachers.append((folder, teacher_cfg, start_model(folder, teacher_cfg)))
         flags = (("--temperature", "temperature"), ("--top-p", "top_p"), ("--max-new-tokens", "max_new_tokens"))
         for flag, key in flags:
             if getattr(args, key) is None:
-                setattr(args, key, getattr(teacher_cfg.generation, key))
-                print(f"{flag} {getattr(args, key):g}: as the teacher's warm-up samples ({args.teacher})")
+                setattr(args, key, getattr(teachers[0][1].generation, key))
+                print(f"{flag} {getattr(args, key):g}: as the teacher's warm-up samples ({teachers[0][0]})")
     if args.max_new_tokens is None:
         trained = trained_max_new_tokens(args.model)
         args.max_new_tokens = trained[0] if trained else DEFAULT_MAX_NEW_TOKENS
@@ -383,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
               f"cap of {args.max_new_tokens}")
     check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
     check_device(args.device)
-    if teacher_cfg is not None:
+    for folder, teacher_cfg, teacher_model in teachers:
         from llmgan.adversarial.teacher import same_model, sampling_differences
 
         differs = sampling_differences(teacher_cfg, args.temperature, args.top_p, args.max_new_tokens,
@@ -392,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
             differs.insert(0, f"--model {args.model or 'default'} (the teacher's samples: "
                               f"{teacher_model or 'the embedded default'})")
         if differs:  # before any model loads: the user may stop here
-            print(f"warning: these draws are sampled otherwise than the samples --teacher {args.teacher} was warmed "
+            print(f"warning: these draws are sampled otherwise than the samples --teacher {folder} was warmed "
                   f"up on: {'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (post "
                   "validation: a teacher warmed up at temperature 1.0 picked drafts at 0.92 no less detectable than "
                   "unranked ones; RESULTS.md, thirty-first session). A teacher warmed up with "
@@ -420,7 +424,8 @@ def run(args: argparse.Namespace) -> int:
         out = write_rows(output_rows(prompts, reals, texts, cut), args.output)
         human = share_at_cap(reals, tok, args.max_new_tokens)
         print("every draw, " + cut_summary(draw_cut, human, args.max_new_tokens))
-        print(f"wrote {len(texts)} rows to {out}, each the best of {args.best_of} under {args.teacher} ({dt:.1f} s); "
+        under = " + ".join(args.teacher)
+        print(f"wrote {len(texts)} rows to {out}, each the best of {args.best_of} under {under} ({dt:.1f} s); "
               + cut_summary(cut, human, args.max_new_tokens))
         return 0
     try:
@@ -455,7 +460,7 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
     at the cap."""
     import torch
 
-    from llmgan.adversarial.teacher import Teacher, best_of
+    from llmgan.adversarial.teacher import TeacherMean, best_of
 
     folder = Path(args.output)
     folder = folder.with_name(folder.name + ".draws")
@@ -488,8 +493,9 @@ def _best_of(args: argparse.Namespace, model, tok, prompts: list[list[dict]], re
         write_samples(path, prompts, reals, draw, sampling, cut=cut)
         texts.append(draw)
         cuts.append(cut)
-    # the teacher reads the start model's states: the generator already loaded is that model when --model is it
-    teacher = Teacher.load(args.teacher, device=args.device, dtype=args.dtype, loaded=(args.model, model, tok))
+    # a teacher reads its start model's states: the generator already loaded is that model when --model is it;
+    # several teachers rank by their mean logit
+    teacher = TeacherMean.load(args.teacher, device=args.device, dtype=args.dtype, loaded=(args.model, model, tok))
     logits = torch.stack([teacher.logits(prompts, draw, c) for draw, c in zip(texts, cuts)])  # [N, M]
     pick = best_of(logits)
     counts = torch.bincount(pick, minlength=args.best_of).tolist()

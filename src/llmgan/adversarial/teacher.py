@@ -85,11 +85,12 @@ def check_teacher(folder: str | Path) -> Path:
     return folder
 
 
-def check_best_of(n: int, teacher: Optional[str]) -> None:
-    """--best-of N / --teacher of `llmgan generate` and `llmgan serve` go together: N > 1 needs a teacher and a
-    teacher needs N > 1 (the folder itself: `check_teacher`)."""
+def check_best_of(n: int, teacher: Optional[str | Sequence[str]]) -> None:
+    """--best-of N / --teacher of `llmgan generate` and `llmgan serve` go together: N > 1 needs a teacher (one
+    folder, or several) and a teacher needs N > 1 (each folder itself: `check_teacher`)."""
     if n < 1 or (n > 1) != bool(teacher):
-        raise LlmganError(f"--best-of {n}" + (f" with --teacher {teacher}" if teacher else "")
+        shown = teacher if isinstance(teacher, (str, Path)) or not teacher else " ".join(map(str, teacher))
+        raise LlmganError(f"--best-of {n}" + (f" with --teacher {shown}" if teacher else "")
                           + ": --best-of N > 1 needs --teacher RUN/teacher (the discriminator that ranks the draws), "
                             "and --teacher needs --best-of N > 1")
 
@@ -198,6 +199,34 @@ class Teacher:
         """Several teachers on the same texts -> logits [T, M]; teachers loaded on one start model (`load`'s
         `loaded`) encode each text once between them (`score_with_many`)."""
         return score_with_many([t.discriminator for t in teachers], prompts, completions, cut=cut)
+
+
+class TeacherMean:
+    """Several saved teachers ranking as one: a draw's logit is the mean of theirs (no weights), so `best_of` keeps
+    the draw they rank highest together. Teachers warmed up from one start model read one copy of it and encode
+    each text once (`score_with_many`); with one teacher the logits are that teacher's. `cfg` and `folder` are the
+    first teacher's (how the draws should be sampled: `sampling_differences`).
+
+    Why: on reply validation, over three sets of 4 SFT draws, the mean of the three shipped reply teachers' logits
+    cleared the drafts in 3 of 3 sets, single teachers in 8 of 9 (teacher, set) cells (RESULTS.md, fortieth
+    session); it costs a warm-up per teacher."""
+
+    def __init__(self, teachers: Sequence[Teacher]):
+        if not teachers:
+            raise ValueError("need at least one teacher")
+        self.teachers = list(teachers)
+        self.cfg, self.folder = self.teachers[0].cfg, self.teachers[0].folder
+
+    @classmethod
+    def load(cls, folders: Sequence[str | Path], device: str = "cpu", dtype: Optional[str] = None,
+             loaded: Optional[tuple[Optional[str], Any, Any]] = None) -> "TeacherMean":
+        """`Teacher.load` for each folder (`loaded`: as there, shared by every teacher on that start model)."""
+        return cls([Teacher.load(f, device=device, dtype=dtype, loaded=loaded) for f in folders])
+
+    def logits(self, prompts: Sequence[Any], completions: Sequence[Any],
+               cut: Optional[Sequence[Optional[bool]]] = None) -> torch.Tensor:
+        """prompts [M], completions [M], cut [M] (optional, as `Teacher.logits`) -> the teachers' mean logit [M]."""
+        return Teacher.logits_of(self.teachers, prompts, completions, cut=cut).mean(dim=0)
 
 
 def score_completions(discriminator: Any, prompts: Sequence[Any], completions: Sequence[Any],

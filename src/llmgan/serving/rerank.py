@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from llmgan.errors import LlmganError
 
@@ -80,8 +80,8 @@ async def call_engine(app, scope: dict, body: dict) -> tuple[int, Any]:
 
 class BestOf:
     """Answers a checked chat completion request with the best of `n` engine draws under `teacher`
-    (an llmgan.adversarial.teacher.Teacher); `text_of` turns a message's content into text (serve's
-    message_text, passed in because serve imports this module)."""
+    (an llmgan.adversarial.teacher.Teacher, or a TeacherMean of several); `text_of` turns a message's content into
+    text (serve's message_text, passed in because serve imports this module)."""
 
     def __init__(self, teacher: Any, n: int, default_system: Optional[str], text_of: Callable[[Any], Optional[str]],
                  default_sampling: Optional[dict] = None):
@@ -150,7 +150,7 @@ class BestOf:
         return sampling_differences(self.teacher.cfg, got["temperature"], got["top_p"])
 
 
-def check_arguments(n: int, teacher: Optional[str], engine: str, continuous_batching: bool = False) -> None:
+def check_arguments(n: int, teacher: Optional[Sequence[str]], engine: str, continuous_batching: bool = False) -> None:
     """--best-of/--teacher before any model loads: N > 1 with a teacher folder, not on vLLM (--engine auto then
     means transformers), not with --continuous-batching."""
     from llmgan.adversarial.teacher import check_best_of, check_teacher
@@ -162,30 +162,34 @@ def check_arguments(n: int, teacher: Optional[str], engine: str, continuous_batc
     if continuous_batching:
         raise LlmganError("--best-of with --continuous-batching: transformers 5.24's batching failed on the identical "
                           "requests the draws are (IndexError in its generation loop); leave --continuous-batching out")
-    check_teacher(teacher)
+    for folder in teacher or []:
+        check_teacher(folder)
 
 
-def load_best_of(folder: str, n: int, *, device: str, default_system: Optional[str],
+def load_best_of(folders: Sequence[str], n: int, *, device: str, default_system: Optional[str],
                  text_of: Callable[[Any], Optional[str]], default_sampling: Optional[dict] = None,
                  served_model: Optional[str] = None) -> BestOf:
-    """Load RUN/teacher (its start model and D's weights) for serving; prints what it loaded, and a warning when the
-    served sampling defaults, or the served model (`served_model`: the served export's source, None for the
-    embedded default), differ from those of the teacher's warm-up samples."""
-    from llmgan.adversarial.teacher import SUMMARY_FILE, Teacher, same_model
+    """Load each RUN/teacher (its start model and D's weights; several rank by their mean logit) for serving;
+    prints what it loaded, and a warning when the served sampling defaults, or the served model (`served_model`: the
+    served export's source, None for the embedded default), differ from those of the teacher's warm-up samples."""
+    from llmgan.adversarial.teacher import SUMMARY_FILE, TeacherMean, same_model
 
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher = Teacher.load(folder, device=device)
-    summary = {}
-    if (teacher.folder / SUMMARY_FILE).is_file():
-        summary = json.loads((teacher.folder / SUMMARY_FILE).read_text())
-    auroc = summary.get("discriminator/heldout_auroc")
+    teacher = TeacherMean.load(folders, device=device)
+    for one in teacher.teachers:
+        summary = {}
+        if (one.folder / SUMMARY_FILE).is_file():
+            summary = json.loads((one.folder / SUMMARY_FILE).read_text())
+        auroc = summary.get("discriminator/heldout_auroc")
+        print(f"  best of {n} under the teacher in {one.folder} (D on {one.cfg.model.name or 'the embedded default'}"
+              + (f", held-out AUROC {auroc:.3f}" if isinstance(auroc, (int, float)) else "") + ")", flush=True)
+    if len(teacher.teachers) > 1:
+        print(f"  the {len(teacher.teachers)} teachers rank by their mean logit", flush=True)
+    print("  streaming is refused", flush=True)
     start = teacher.cfg.model.name or "the embedded default"
-    print(f"  best of {n} under the teacher in {teacher.folder} (D on {start}"
-          + (f", held-out AUROC {auroc:.3f}" if isinstance(auroc, (int, float)) else "") + "); streaming is refused",
-          flush=True)
     best = BestOf(teacher, n, default_system, text_of, default_sampling)
     differs = best.sampling_differences({})
     if not same_model(served_model, teacher.cfg.model.name):  # a teacher ranks other models' samples no better

@@ -352,8 +352,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--best-of", type=int, default=1, metavar="N",
                    help="answer each request with the best of N samples under --teacher (transformers engine, not "
                         "streamed; the response's `llmgan` field lists the draws and D's logits)")
-    p.add_argument("--teacher", default=None, metavar="RUN/teacher",
-                   help="the run's warmed-up discriminator that ranks the --best-of draws (written by llmgan train)")
+    p.add_argument("--teacher", default=None, nargs="+", metavar="RUN/teacher",
+                   help="the run's warmed-up discriminator that ranks the --best-of draws (written by llmgan train); "
+                        "several folders rank by their mean logit, as `llmgan generate --teacher A B C`")
     p.add_argument("--engine-args", default=None, help="vllm: extra arguments, e.g. \"--tensor-parallel-size 4\"")
 
 
