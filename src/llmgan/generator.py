@@ -24,9 +24,10 @@ shipped"). Finished draws are kept in OUTPUT.draws/ and read back by the same co
 sampled by default as the teacher's warm-up samples were (its config's temperature, top-p and cap), since a teacher
 ranks well only such samples: a teacher warmed up at temperature 1.0 ranking drafts at 0.92 picked texts no harder
 to detect than an unranked draft (RESULTS.md, "A teacher ranks only its own kind of drafts"); other sampling is
-warned about before any model loads. --teacher A B C: several teachers warmed up from one SFT model (other
-train.seed values) keep the draw with the highest mean logit, which on reply validation was steadier across draw
-sets than one teacher (RESULTS.md, fortieth session), at one warm-up per teacher.
+warned about before any model loads. --teacher A B C (experimental): several teachers warmed up from one SFT model
+(other train.seed values) keep the draw with the highest mean logit. On reply validation that was steadier across
+draw sets than one teacher, but on the reply test split it cleared the plain draws in 2 of 3 sets, as one teacher
+does, at one warm-up per teacher (RESULTS.md, fortieth session).
 
 --end-ramp auto (experimental, default off): after the training responses' 75th percentile of tokens, the end token's
 log-odds rise linearly to +8 at the cap, so long texts end where the model finds an end plausible rather than
@@ -321,7 +322,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a run's RUN/teacher folder (the discriminator at the end of its warm-up) to rank the "
                         "--best-of draws; measured with the run's start model (RUN/sft/final/generator) as --model. "
                         "Several folders (teachers warmed up from one SFT model with other train.seed values) rank "
-                        "by their mean logit (RESULTS.md, fortieth session)")
+                        "by their mean logit: experimental, no better than one teacher on the reply test split "
+                        "(RESULTS.md, fortieth session)")
     p.add_argument("--end-ramp", default="off", metavar="off|auto|N",
                    help=f"after N new tokens raise the end token's log-odds linearly to +{END_RAMP_BIAS:g} at the cap, "
                         "so a long text "

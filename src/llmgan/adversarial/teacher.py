@@ -207,9 +207,10 @@ class TeacherMean:
     each text once (`score_with_many`); with one teacher the logits are that teacher's. `cfg` and `folder` are the
     first teacher's (how the draws should be sampled: `sampling_differences`).
 
-    Why: on reply validation, over three sets of 4 SFT draws, the mean of the three shipped reply teachers' logits
-    cleared the drafts in 3 of 3 sets, single teachers in 8 of 9 (teacher, set) cells (RESULTS.md, fortieth
-    session); it costs a warm-up per teacher."""
+    Experimental, not the shipped recipe (RESULTS.md, fortieth session): on reply validation the mean of the three
+    reply teachers' logits cleared the drafts in 3 of 3 draw sets (single teachers in 8 of 9 cells), but on the reply
+    test split in 2 of 3, as teacher 0 alone did (teacher 1 alone: 3 of 3); its mean gain, -0.065, ties the better
+    single teachers'. It costs a warm-up per teacher."""
 
     def __init__(self, teachers: Sequence[Teacher]):
         if not teachers:

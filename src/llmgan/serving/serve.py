@@ -354,7 +354,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "streamed; the response's `llmgan` field lists the draws and D's logits)")
     p.add_argument("--teacher", default=None, nargs="+", metavar="RUN/teacher",
                    help="the run's warmed-up discriminator that ranks the --best-of draws (written by llmgan train); "
-                        "several folders rank by their mean logit, as `llmgan generate --teacher A B C`")
+                        "several folders rank by their mean logit, as `llmgan generate --teacher A B C` (experimental)")
     p.add_argument("--engine-args", default=None, help="vllm: extra arguments, e.g. \"--tensor-parallel-size 4\"")
 
 
