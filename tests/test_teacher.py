@@ -313,6 +313,8 @@ def test_several_teachers_rank_by_their_mean_logit(trained, demo_ds, tiny_model_
     lb = torch.stack([b.logits(prompts, d) for d in draws])
     assert (la - lb).abs().max() > 0.1  # two teachers that disagree
     both = TeacherMean.load([folder, other])
+    # one copy of the start model between them, so each text is encoded once for both
+    assert both.teachers[0].discriminator.encoder.model is both.teachers[1].discriminator.encoder.model
     assert torch.allclose(torch.stack([both.logits(prompts, d) for d in draws]), (la + lb) / 2, atol=1e-5)
     assert torch.equal(TeacherMean.load([folder]).logits(prompts, draws[0]), la[0])
     pick = ((la + lb) / 2).argmax(0)

@@ -139,8 +139,9 @@ def same_model(a: Optional[str], b: Optional[str]) -> bool:
 class Teacher:
     """A saved teacher, loaded to score completions: `Teacher.load(RUN/teacher).logits(prompts, texts)`."""
 
-    def __init__(self, discriminator: Any, cfg: Any, folder: Path):
+    def __init__(self, discriminator: Any, cfg: Any, folder: Path, loaded: Optional[tuple] = None):
         self.discriminator, self.cfg, self.folder = discriminator, cfg, folder
+        self.loaded = loaded  # (start model name, model, tokenizer) as `load` had them: another load may share them
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu", dtype: Optional[str] = None,
@@ -185,7 +186,7 @@ class Teacher:
         except RuntimeError as exc:
             raise LlmganError(f"--teacher {folder}: {WEIGHTS_FILE} does not fit the discriminator its {CONFIG_FILE} "
                               f"describes ({str(exc).splitlines()[0][:200]})") from None
-        return cls(disc, cfg, folder)
+        return cls(disc, cfg, folder, loaded=(cfg.model.name, model, tok))
 
     def logits(self, prompts: Sequence[Any], completions: Sequence[Any],
                cut: Optional[Sequence[Optional[bool]]] = None) -> torch.Tensor:
@@ -221,8 +222,14 @@ class TeacherMean:
     @classmethod
     def load(cls, folders: Sequence[str | Path], device: str = "cpu", dtype: Optional[str] = None,
              loaded: Optional[tuple[Optional[str], Any, Any]] = None) -> "TeacherMean":
-        """`Teacher.load` for each folder (`loaded`: as there, shared by every teacher on that start model)."""
-        return cls([Teacher.load(f, device=device, dtype=dtype, loaded=loaded) for f in folders])
+        """`Teacher.load` for each folder (`loaded`: as there). Teachers on one start model share one copy of it:
+        the one given, or else the first such teacher's."""
+        teachers: list[Teacher] = []
+        for folder in folders:
+            teachers.append(Teacher.load(folder, device=device, dtype=dtype, loaded=loaded))
+            if loaded is None or not same_model(loaded[0], teachers[-1].cfg.model.name):
+                loaded = teachers[-1].loaded
+        return cls(teachers)
 
     def logits(self, prompts: Sequence[Any], completions: Sequence[Any],
                cut: Optional[Sequence[Optional[bool]]] = None) -> torch.Tensor:
