@@ -322,8 +322,19 @@ def test_several_teachers_rank_by_their_mean_logit(trained, demo_ds, tiny_model_
     assert [r["generated"] for r in jsonl(out)] == [draws[k][i] for i, k in enumerate(pick.tolist())]
     assert main(args[:-2] + ["--teacher", str(folder), str(other)]) == 2
     assert f"--best-of 1 with --teacher {folder} {other}: --best-of N > 1 needs" in capsys.readouterr().err
+    import yaml
+
+    cfg = yaml.safe_load((other / "config.yaml").read_text())  # the second teacher's samples drawn at 0.7
+    cfg["generation"]["temperature"] = 0.7
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
     best = load_best_of([str(folder), str(other)], 2, device="cpu", default_system=None, text_of=str)
-    assert len(best.teacher.teachers) == 2 and "the 2 teachers rank by their mean logit" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert len(best.teacher.teachers) == 2 and "the 2 teachers rank by their mean logit" in printed
+    # serve's check reads every teacher, not the first only, and names the teacher that differs
+    assert f"temperature 1 (the teacher's samples: 0.7) for the teacher in {other}" in printed
+    assert best.sampling_differences({}) == [f"temperature 1 (the teacher's samples: 0.7) for the teacher in {other}"]
+    assert best.sampling_differences({"temperature": 0.7}) == [
+        f"temperature 0.7 (the teacher's samples: 1) for the teacher in {folder}"]
 
 
 def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds, tiny_model_dir, tmp_path):

@@ -361,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
                           "drop --greedy (the draws are sampled with --temperature and --top-p)")
     teachers: list = []  # per --teacher folder: (folder, its config: how its warm-up samples were drawn, its model)
     if args.teacher:
-        from llmgan.adversarial.teacher import CONFIG_FILE, check_teacher, start_model
+        from llmgan.adversarial.teacher import CONFIG_FILE, check_teacher, same_model, sampling_differences, start_model
         from llmgan.config import load_config
 
         for folder in map(check_teacher, args.teacher):  # every folder checked before any model loads
@@ -390,8 +390,6 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output, kind="file", suffixes=(".jsonl", ".csv"))
     check_device(args.device)
     for folder, teacher_cfg, teacher_model in teachers:
-        from llmgan.adversarial.teacher import same_model, sampling_differences
-
         differs = sampling_differences(teacher_cfg, args.temperature, args.top_p, args.max_new_tokens,
                                        args.end_ramp)
         if not same_model(teacher_model, args.model):

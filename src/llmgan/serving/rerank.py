@@ -142,12 +142,15 @@ class BestOf:
         return 200, answer
 
     def sampling_differences(self, body: dict) -> list[str]:
-        """How this request's draws are sampled otherwise than the teacher's warm-up samples (temperature, top-p;
-        the served defaults where the request sets none); [] when they are not."""
+        """How this request's draws are sampled otherwise than each teacher's warm-up samples (temperature, top-p;
+        the served defaults where the request sets none); [] when they are not. With several teachers (a
+        TeacherMean), each teacher is read, and a difference names its teacher's folder."""
         from llmgan.adversarial.teacher import sampling_differences
 
         got = {k: body[k] if body.get(k) is not None else self.default_sampling[k] for k in ("temperature", "top_p")}
-        return sampling_differences(self.teacher.cfg, got["temperature"], got["top_p"])
+        teachers = getattr(self.teacher, "teachers", [self.teacher])
+        return [d if len(teachers) == 1 else f"{d} for the teacher in {one.folder}" for one in teachers
+                for d in sampling_differences(one.cfg, got["temperature"], got["top_p"])]
 
 
 def check_arguments(n: int, teacher: Optional[Sequence[str]], engine: str, continuous_batching: bool = False) -> None:
@@ -189,11 +192,13 @@ def load_best_of(folders: Sequence[str], n: int, *, device: str, default_system:
     if len(teacher.teachers) > 1:
         print(f"  the {len(teacher.teachers)} teachers rank by their mean logit", flush=True)
     print("  streaming is refused", flush=True)
-    start = teacher.cfg.model.name or "the embedded default"
     best = BestOf(teacher, n, default_system, text_of, default_sampling)
     differs = best.sampling_differences({})
-    if not same_model(served_model, teacher.cfg.model.name):  # a teacher ranks other models' samples no better
-        differs.insert(0, f"the model {served_model or 'the embedded default'} (the teacher's samples: {start})")
+    for one in reversed(teacher.teachers):  # a teacher ranks other models' samples no better
+        if not same_model(served_model, one.cfg.model.name):
+            differs.insert(0, f"the model {served_model or 'the embedded default'} (the teacher's samples: "
+                              f"{one.cfg.model.name or 'the embedded default'})"
+                              + (f" for the teacher in {one.folder}" if len(teacher.teachers) > 1 else ""))
     if differs:
         print(f"  warning: what is served is sampled otherwise than the samples the teacher was warmed up on: "
               f"{'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (RESULTS.md, "
