@@ -193,12 +193,13 @@ def load_best_of(folders: Sequence[str], n: int, *, device: str, default_system:
         print(f"  the {len(teacher.teachers)} teachers rank by their mean logit", flush=True)
     print("  streaming is refused", flush=True)
     best = BestOf(teacher, n, default_system, text_of, default_sampling)
-    differs = best.sampling_differences({})
-    for one in reversed(teacher.teachers):  # a teacher ranks other models' samples no better
-        if not same_model(served_model, one.cfg.model.name):
-            differs.insert(0, f"the model {served_model or 'the embedded default'} (the teacher's samples: "
-                              f"{one.cfg.model.name or 'the embedded default'})"
-                              + (f" for the teacher in {one.folder}" if len(teacher.teachers) > 1 else ""))
+    several = len(teacher.teachers) > 1
+    # a teacher ranks other models' samples no better
+    differs = [f"the model {served_model or 'the embedded default'} (the teacher's samples: "
+               f"{one.cfg.model.name or 'the embedded default'})"
+               + (f" for the teacher in {one.folder}" if several else "")
+               for one in teacher.teachers if not same_model(served_model, one.cfg.model.name)]
+    differs += best.sampling_differences({})
     if differs:
         print(f"  warning: what is served is sampled otherwise than the samples the teacher was warmed up on: "
               f"{'; '.join(differs)}. A teacher ranks well only samples drawn as its own were (RESULTS.md, "
