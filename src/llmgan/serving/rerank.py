@@ -193,12 +193,15 @@ def load_best_of(folders: Sequence[str], n: int, *, device: str, default_system:
         print(f"  the {len(teacher.teachers)} teachers rank by their mean logit", flush=True)
     print("  streaming is refused", flush=True)
     best = BestOf(teacher, n, default_system, text_of, default_sampling)
-    several = len(teacher.teachers) > 1
-    # a teacher ranks other models' samples no better
-    differs = [f"the model {served_model or 'the embedded default'} (the teacher's samples: "
-               f"{one.cfg.model.name or 'the embedded default'})"
-               + (f" for the teacher in {one.folder}" if several else "")
-               for one in teacher.teachers if not same_model(served_model, one.cfg.model.name)]
+    # a teacher ranks other models' samples no better; teachers warmed up on one start model share one line
+    by_model: dict[str, list[str]] = {}
+    for one in teacher.teachers:
+        if not same_model(served_model, one.cfg.model.name):
+            by_model.setdefault(one.cfg.model.name or "the embedded default", []).append(str(one.folder))
+    differs = [f"the model {served_model or 'the embedded default'} (the teacher's samples: {name})"
+               + ("" if len(teacher.teachers) == 1 else
+                  f" for the teacher{'s' if len(where) > 1 else ''} in {', '.join(where)}")
+               for name, where in by_model.items()]
     differs += best.sampling_differences({})
     if differs:
         print(f"  warning: what is served is sampled otherwise than the samples the teacher was warmed up on: "
