@@ -339,6 +339,12 @@ def test_several_teachers_rank_by_their_mean_logit(trained, demo_ds, tiny_model_
     assert best.sampling_differences({}) == [f"temperature 1 (the teacher's samples: 0.7) for the teacher in {other}"]
     assert best.sampling_differences({"temperature": 0.7}) == [
         f"temperature 0.7 (the teacher's samples: 1) for the teacher in {folder}"]
+    # transformers serve turns a frequency_penalty into a repetition penalty, which no warm-up sample had
+    assert best.sampling_differences({"temperature": 0.7, "frequency_penalty": 0.5}) == [
+        f"temperature 0.7 (the teacher's samples: 1) for the teacher in {folder}",
+        "frequency_penalty 0.5 (the teacher's samples: 0)"]
+    assert best.sampling_differences({"temperature": 0.7, "frequency_penalty": 0}) == [
+        f"temperature 0.7 (the teacher's samples: 1) for the teacher in {folder}"]
 
 
 def test_teacher_ensemble_script_picks_as_generate_best_of_does(trained, demo_ds, tiny_model_dir, tmp_path):

@@ -143,14 +143,18 @@ class BestOf:
 
     def sampling_differences(self, body: dict) -> list[str]:
         """How this request's draws are sampled otherwise than each teacher's warm-up samples (temperature, top-p;
-        the served defaults where the request sets none); [] when they are not. With several teachers (a
+        the served defaults where the request sets none; a frequency_penalty, which transformers serve applies as a
+        repetition penalty that no warm-up sample had); [] when they are not. With several teachers (a
         TeacherMean), each teacher is read, and a difference names its teacher's folder."""
         from llmgan.adversarial.teacher import sampling_differences
 
         got = {k: body[k] if body.get(k) is not None else self.default_sampling[k] for k in ("temperature", "top_p")}
         teachers = getattr(self.teacher, "teachers", [self.teacher])
-        return [d if len(teachers) == 1 else f"{d} for the teacher in {one.folder}" for one in teachers
-                for d in sampling_differences(one.cfg, got["temperature"], got["top_p"])]
+        differs = [d if len(teachers) == 1 else f"{d} for the teacher in {one.folder}" for one in teachers
+                   for d in sampling_differences(one.cfg, got["temperature"], got["top_p"])]
+        if body.get("frequency_penalty"):
+            differs.append(f"frequency_penalty {body['frequency_penalty']:g} (the teacher's samples: 0)")
+        return differs
 
 
 def check_arguments(n: int, teacher: Optional[Sequence[str]], engine: str, continuous_batching: bool = False) -> None:
